@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The main job: install what is needed, build the fork (x86_64), boot it
+# and run the end-to-end demo (vm/demo.sh) in the guest.
+set -uo pipefail
+. "$(dirname "$0")/lib.sh"
+
+mkdir -p "$BLKSNAP_CACHE/results"
+STAGE_FILE=$BLKSNAP_CACHE/results/demo-stages.tsv
+export STAGE_FILE
+: >"$STAGE_FILE"
+trap print_stages EXIT
+
+stage bootstrap bash "$REPO/ci/bootstrap.sh" || exit 1
+stage build:x86_64 bash "$REPO/ci/build.sh" x86_64 || exit 1
+stage demo bash "$REPO/vm/run.sh" --timeout 600 --disk 256M "$REPO/vm/demo.sh"

@@ -1,0 +1,88 @@
+# shellcheck shell=bash
+# Common settings for the fork's scripts. Source it; do not run it.
+#
+# Everything large (the unpacked base, build directories, toolchain pieces,
+# ccache) lives under $BLKSNAP_CACHE, outside the repository, so it survives
+# between sessions and CI runs on the same machine.
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BLKSNAP_CACHE=${BLKSNAP_CACHE:-$HOME/.cache/blksnap-fork}
+# shellcheck source=../linux/base.env
+. "$REPO/linux/base.env"
+
+KSRC=${KSRC:-$BLKSNAP_CACHE/linux}
+TOOLS=$BLKSNAP_CACHE/tools
+RUST_LIB_SRC=${RUST_LIB_SRC:-$TOOLS/rust-src/usr/src/rustc-$RUSTC_VERSION/library}
+export RUST_LIB_SRC
+export CCACHE_DIR=${CCACHE_DIR:-$BLKSNAP_CACHE/ccache}
+# ccache for C: a masquerade directory makes every clang-19 call (kernel
+# and host programs) go through ccache; rustc's link steps pass through.
+CCACHE_BIN=$TOOLS/ccache-bin
+if [ ! -e "$CCACHE_BIN/clang-19" ] && command -v ccache >/dev/null; then
+	mkdir -p "$CCACHE_BIN"
+	ln -sf "$(command -v ccache)" "$CCACHE_BIN/clang-19"
+fi
+export PATH="$CCACHE_BIN:$HOME/.cargo/bin:$TOOLS/venv/bin:$PATH"
+JOBS=${JOBS:-$(($(nproc) + 1))}
+
+# Build directory of an architecture (x86_64 or ppc64le).
+build_dir() { echo "${BLKSNAP_BUILD:-$BLKSNAP_CACHE/build}-$1"; }
+
+# make arguments of an architecture.
+kmake_args() {
+	local arch=$1
+	# LOCALVERSION is set (empty) so that the tree being a git checkout
+	# adds no "+" to the release; the fork's name is CONFIG_LOCALVERSION.
+	local args=(LLVM=-19 LOCALVERSION= -j"$JOBS")
+	case $arch in
+	x86_64) args+=(ARCH=x86_64) ;;
+	ppc64le) args+=(ARCH=powerpc) ;;
+	*) die "unknown architecture '$arch'" ;;
+	esac
+	printf '%s\n' "${args[@]}"
+}
+
+kmake() {
+	local arch=$1
+	shift
+	local args
+	mapfile -t args < <(kmake_args "$arch")
+	# One kernel build at a time on this machine: concurrent builds on two
+	# cores are slower than consecutive ones. Wait for the lock.
+	mkdir -p "$BLKSNAP_CACHE"
+	flock "$BLKSNAP_CACHE/kbuild.lock" make -C "$KSRC" O="$(build_dir "$arch")" "${args[@]}" "$@"
+}
+
+log() { printf '==> %s\n' "$*" >&2; }
+die() {
+	printf 'error: %s\n' "$*" >&2
+	exit 1
+}
+
+# Stage timing: `stage NAME cmd...` runs cmd and records its duration.
+STAGE_FILE=${STAGE_FILE:-}
+stage() {
+	local name=$1 t0 rc
+	shift
+	t0=$(date +%s)
+	log "stage: $name"
+	"$@"
+	rc=$?
+	if [ -n "$STAGE_FILE" ]; then
+		printf '%s\t%s\t%s\n' "$name" "$(($(date +%s) - t0))" \
+			"$([ $rc -eq 0 ] && echo ok || echo "FAILED($rc)")" >>"$STAGE_FILE"
+	fi
+	return $rc
+}
+
+print_stages() {
+	[ -n "$STAGE_FILE" ] && [ -s "$STAGE_FILE" ] || return 0
+	local total=0
+	printf '\n%-32s %8s  %s\n' "stage" "seconds" "result"
+	printf '%-32s %8s  %s\n' "--------------------------------" "-------" "------"
+	while IFS=$'\t' read -r n s r; do
+		printf '%-32s %8s  %s\n' "$n" "$s" "$r"
+		total=$((total + s))
+	done <"$STAGE_FILE"
+	printf '%-32s %8s\n' "total" "$total"
+}

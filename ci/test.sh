@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# The fork's whole test suite, on a fresh machine or an incremental one:
+# toolchain, host tests, the patch series, then per architecture the
+# kernel build, KUnit and the VM tests. Installs what it needs.
+#
+# usage: ci/test.sh [--arch x86_64|ppc64le]...   (default: both)
+#
+# Every stage runs even when an earlier one failed, except those that need
+# a kernel whose build failed. A table of stage timings ends the output,
+# then one summary line; the exit status is non-zero if any stage failed.
+set -uo pipefail
+. "$(dirname "$0")/lib.sh"
+
+arches=()
+while [ $# -gt 0 ]; do
+	case $1 in
+	--arch) arches+=("$2") && shift 2 ;;
+	*) die "usage: $0 [--arch x86_64|ppc64le]..." ;;
+	esac
+done
+[ ${#arches[@]} -gt 0 ] || arches=(x86_64 ppc64le)
+
+mkdir -p "$BLKSNAP_CACHE/results"
+STAGE_FILE=$BLKSNAP_CACHE/results/stages.tsv
+export STAGE_FILE
+: >"$STAGE_FILE"
+trap print_stages EXIT
+
+stage bootstrap bash "$REPO/ci/bootstrap.sh" || exit 1
+stage host:assemble python3 "$REPO/linux/test_assemble.py" -q
+stage host:kunit-checker python3 "$REPO/kunit-tests/test_checker.py" -q
+stage host:scripts bash "$REPO/ci/lint-scripts.sh"
+if [ -f "$REPO/ci/host-tests.sh" ]; then
+	stage host:rust-blksnap bash "$REPO/ci/host-tests.sh"
+fi
+stage series:checkpatch bash "$REPO/ci/series.sh"
+
+for arch in "${arches[@]}"; do
+	if stage "build:$arch" bash "$REPO/ci/build.sh" "$arch"; then
+		stage "kunit:$arch" bash "$REPO/ci/kunit.sh" "$arch"
+		if [ "$arch" = x86_64 ]; then
+			stage "vm:selftest" bash "$REPO/ci/vm-tests.sh" selftest
+		fi
+		stage "vm:$arch" bash "$REPO/ci/vm-tests.sh" "$arch"
+	fi
+done
+
+trap - EXIT
+print_stages
+failed=$(awk -F'\t' '$3 != "ok"' "$STAGE_FILE" | wc -l)
+passed=$(awk -F'\t' '$3 == "ok"' "$STAGE_FILE" | wc -l)
+echo "stages: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]

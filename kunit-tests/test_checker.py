@@ -1,0 +1,79 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0
+"""Host tests of the KUnit result check (kunit-tests/check.sh).
+
+Synthetic KTAP console logs go through the same kunit.py parse and
+check_results.py as a real run; a pass must pass, and a failing case, a
+crash, a missing suite and an empty log must each fail.
+"""
+
+import subprocess
+import tempfile
+import unittest
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+CHECK = HERE / "check.sh"
+
+
+def ktap(suites):
+    """suites: list of (name, [(case, 'ok'|'not ok')]) -> console text."""
+    out = ["[    1.000000] KTAP version 1", f"[    1.000000] 1..{len(suites)}"]
+    for i, (name, cases) in enumerate(suites, 1):
+        out += [
+            "[    1.000000]     KTAP version 1",
+            f"[    1.000000]     # Subtest: {name}",
+            f"[    1.000000]     1..{len(cases)}",
+        ]
+        for j, (case, res) in enumerate(cases, 1):
+            out.append(f"[    1.000000]     {res} {j} {case}")
+        ok = all(r == "ok" for _, r in cases)
+        out.append(f"[    1.000000] {'ok' if ok else 'not ok'} {i} {name}")
+    return "\n".join(["[    0.000000] Linux version 7.3.4-blksnap"] + out) + "\n"
+
+
+class CheckerTest(unittest.TestCase):
+    def check(self, text, glob=""):
+        with tempfile.TemporaryDirectory() as td:
+            log = Path(td) / "console.log"
+            log.write_text(text)
+            res = subprocess.run(
+                ["bash", str(CHECK), str(log), str(Path(td) / "r.json"), glob],
+                capture_output=True, text=True,
+            )
+            return res.returncode, res.stdout + res.stderr
+
+    def test_all_pass(self):
+        rc, out = self.check(ktap([("rust_doctests_kernel", [("a", "ok"), ("b", "ok")])]))
+        self.assertEqual(rc, 0, out)
+        self.assertIn("2 passed, 0 failed", out)
+
+    def test_failing_case_fails(self):
+        rc, out = self.check(
+            ktap([("rust_doctests_kernel", [("a", "ok"), ("b", "not ok")])])
+        )
+        self.assertNotEqual(rc, 0, out)
+
+    def test_missing_expected_suite_fails(self):
+        rc, out = self.check(ktap([("other_suite", [("a", "ok")])]))
+        self.assertNotEqual(rc, 0, out)
+        self.assertIn("rust_doctests_kernel (missing)", out)
+
+    def test_crash_midway_fails(self):
+        text = ktap([("rust_doctests_kernel", [("a", "ok"), ("b", "ok")])])
+        # The guest died after the first case: the rest never came.
+        cut = text.index("ok 2 b")
+        rc, out = self.check(text[:cut] + "[    2.0] Kernel panic - not syncing\n")
+        self.assertNotEqual(rc, 0, out)
+
+    def test_empty_log_fails(self):
+        rc, out = self.check("[    0.000000] Linux version 7.3.4-blksnap\n")
+        self.assertNotEqual(rc, 0, out)
+
+    def test_glob_excludes_expected_suite(self):
+        rc, out = self.check(ktap([("blksnap_cbt", [("a", "ok")])]), glob="blksnap_*")
+        self.assertEqual(rc, 0, out)
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# Boot the fork's x86_64 kernel with virtme-ng and run a script in the guest.
+#
+# usage: vm/run.sh [options] SCRIPT [ARGS...]
+#   --timeout SEC     kill the guest after SEC seconds (default 600)
+#   --disk SIZE       attach a scratch virtio-blk disk of SIZE (e.g. 256M);
+#                     repeatable; the guest sees them in $SCRATCH_DISKS
+#   --log FILE        keep the console log there (default: a file under
+#                     $BLKSNAP_CACHE/vm-logs, printed at the end)
+#   --out DIR         a host directory shared read/write with the guest as
+#                     $VM_OUT (default: a fresh temporary directory)
+#   --append ARGS     extra kernel command line
+#   --memory SIZE     guest memory (default 2G)
+#   --kernel DIR      build directory to boot (default: the x86_64 build)
+#
+# The script runs as root in the guest, with the host's root file system
+# shared read-only (virtme-ng) and the repository at its host path. The exit
+# status is the script's; a guest that panics, hangs past the timeout or
+# never reports a status is a failure (exit 124 for a timeout, 125 when no
+# status came back). The full console log is kept either way.
+#
+# KVM is used when a probe boot shows that it works on this machine,
+# TCG otherwise; the choice is printed. Set VM_ACCEL=kvm|tcg to force one.
+set -euo pipefail
+. "$(dirname "$0")/../ci/lib.sh"
+
+timeout=600 memory=2G log="" out="" append="" kdir=""
+disks=()
+while [ $# -gt 0 ]; do
+	case $1 in
+	--timeout) timeout=$2 && shift 2 ;;
+	--disk) disks+=("$2") && shift 2 ;;
+	--log) log=$2 && shift 2 ;;
+	--out) out=$2 && shift 2 ;;
+	--append) append="$append $2" && shift 2 ;;
+	--memory) memory=$2 && shift 2 ;;
+	--kernel) kdir=$2 && shift 2 ;;
+	--) shift && break ;;
+	-*) die "unknown option $1" ;;
+	*) break ;;
+	esac
+done
+[ $# -ge 1 ] || die "usage: $0 [options] SCRIPT [ARGS...]"
+script=$(realpath "$1")
+shift
+[ -f "$script" ] || die "no such script: $script"
+kdir=${kdir:-$(build_dir x86_64)}
+[ -f "$kdir/arch/x86/boot/bzImage" ] || die "no kernel in $kdir: run ci/build.sh x86_64 first"
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/blksnap-vm.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+if [ -z "$out" ]; then
+	out=$work/out
+fi
+mkdir -p "$out"
+out=$(realpath "$out")
+if [ -z "$log" ]; then
+	mkdir -p "$BLKSNAP_CACHE/vm-logs"
+	log=$BLKSNAP_CACHE/vm-logs/$(basename "$script" .sh)-$(date +%Y%m%d-%H%M%S).log
+fi
+
+# Scratch disks: sparse files, attached as virtio-blk with a serial number
+# so that the guest can tell them apart (vda, vdb, ... in this order; the
+# root file system is shared, not a disk).
+qopts=()
+scratch=()
+letters=(a b c d e f g h)
+i=0
+for size in "${disks[@]}"; do
+	f=$work/scratch$i.img
+	truncate -s "$size" "$f"
+	qopts+=(-drive "file=$f,if=none,id=scratch$i,format=raw,cache=unsafe"
+		-device "virtio-blk-pci,drive=scratch$i,serial=scratch$i")
+	scratch+=("/dev/vd${letters[$i]}")
+	i=$((i + 1))
+done
+
+# The guest runs a wrapper: it sets the environment, runs the script and
+# leaves the status in the shared directory as a second witness.
+cat >"$work/guest.sh" <<EOF
+#!/bin/bash
+export SCRATCH_DISKS="${scratch[*]}" VM_OUT="$out" REPO="$REPO" PATH="\$PATH:/usr/sbin:/sbin"
+cd "$REPO"
+echo "guest: \$(uname -r), accel=$(cat "$work/accel" 2>/dev/null || echo ?)"
+bash "$script" $(printf '%q ' "$@")
+rc=\$?
+echo "\$rc" >"$out/.status"
+exit \$rc
+EOF
+chmod +x "$work/guest.sh"
+
+# KVM probe: one short boot, remembered per machine (host kernel and QEMU).
+probe_kvm() {
+	local key state
+	key=$(uname -r)-$(qemu-system-x86_64 --version | head -1 | awk '{print $4}')
+	state=$BLKSNAP_CACHE/kvm-probe-$key
+	if [ ! -f "$state" ]; then
+		if [ -w /dev/kvm ] && timeout --kill-after=5 60 vng --run "$kdir" --disable-microvm \
+			--memory 512M --exec true </dev/null >"$work/probe.log" 2>&1; then
+			echo kvm >"$state"
+		else
+			echo tcg >"$state"
+		fi
+	fi
+	cat "$state"
+}
+accel=${VM_ACCEL:-$(probe_kvm)}
+echo "$accel" >"$work/accel"
+vng_args=(--run "$kdir" --disable-microvm --memory "$memory" --cpus 2 --verbose
+	--rwdir "$out" --append "$append")
+[ "$accel" = kvm ] || vng_args+=(--disable-kvm)
+[ ${#qopts[@]} -eq 0 ] || vng_args+=(--qemu-opts "${qopts[*]}")
+
+log "vm: $(basename "$script") on $(basename "$kdir") ($accel, timeout ${timeout}s), log: $log"
+set +e
+timeout --kill-after=10 "$timeout" vng "${vng_args[@]}" --exec "$work/guest.sh" \
+	</dev/null 2>&1 | tee "$log" | { [ -n "${VM_QUIET:-}" ] && cat >/dev/null || cat; }
+rc=${PIPESTATUS[0]}
+set -e
+
+status=$(cat "$out/.status" 2>/dev/null || true)
+rm -f "$out/.status"
+if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
+	echo "vm: FAILED: guest timed out after ${timeout}s (log: $log)" >&2
+	exit 124
+fi
+# Kernel messages carry a timestamp (CONFIG_PRINTK_TIME): only those count.
+oops='^\[ *[0-9]+\.[0-9]+\] (Kernel panic|BUG: |Oops|WARNING: CPU: |general protection fault|UBSAN: |kernel BUG at)'
+if grep -qE "$oops" "$log"; then
+	echo "vm: FAILED: the kernel reported a problem (log: $log):" >&2
+	grep -m5 -E -A3 "$oops" "$log" >&2
+	exit 125
+fi
+if [ -z "$status" ]; then
+	echo "vm: FAILED: the guest reported no status (vng exit $rc; log: $log)" >&2
+	exit 125
+fi
+if [ "$status" != "$rc" ]; then
+	echo "vm: FAILED: status mismatch: script $status, vng $rc (log: $log)" >&2
+	exit 125
+fi
+[ "$status" -eq 0 ] || echo "vm: script failed with status $status (log: $log)" >&2
+exit "$status"
