@@ -1,0 +1,90 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * Block device filters: the in-kernel interface.
+ *
+ * A filter sees the bios submitted to a block device before the device
+ * does. It is attached to a device on the fly through BLKFILTER_ATTACH
+ * (see <uapi/linux/blk-filter.h>) and can take a bio over, or let it go on
+ * to the device.
+ */
+#ifndef _LINUX_BLK_FILTER_H
+#define _LINUX_BLK_FILTER_H
+
+#include <linux/kref.h>
+#include <linux/list.h>
+#include <linux/types.h>
+#include <uapi/linux/blk-filter.h>
+
+struct bio;
+struct block_device;
+struct module;
+struct blkfilter_operations;
+
+/**
+ * struct blkfilter - a filter attached to a block device
+ * @ops: the operations of the filter type that created it
+ * @kref: counts the users of the filter; the core holds one reference while
+ *	the filter is attached and one for each bio it is passing to
+ *	@ops->submit_bio. The last put calls @ops->detach.
+ *
+ * The filter type embeds this structure in its own per-device state, which
+ * it allocates in @ops->attach.
+ */
+struct blkfilter {
+	const struct blkfilter_operations *ops;
+	struct kref kref;
+};
+
+/**
+ * struct blkfilter_operations - a filter type
+ * @link: entry in the list of registered filter types (core use)
+ * @owner: module implementing the filter type
+ * @name: unique name, at most BLKFILTER_NAME_LENGTH bytes
+ * @attach: create the filter state for @bdev. Called with the queue of the
+ *	device frozen (and the file system on it frozen, if one is mounted);
+ *	may sleep. Returns the new filter or an ERR_PTR.
+ * @detach: release the filter state. Called once, in process context, when
+ *	the last reference is gone: after BLKFILTER_DETACH, or when the device
+ *	goes away; no @submit_bio call is running or will be made by then.
+ * @ctl: a BLKFILTER_CTL command. @buf is the user buffer, *@plen its size on
+ *	entry and the length used (or needed) on return. Serialized with
+ *	attach and detach of the same device; may sleep.
+ * @submit_bio: see a bio before the device does. Called in the context of
+ *	the submitter, outside of any lock. Returns true when the filter has
+ *	taken the bio over (it will complete or resubmit it), false to let it
+ *	go on to the device.
+ */
+struct blkfilter_operations {
+	struct list_head link;
+	struct module *owner;
+	const char *name;
+	struct blkfilter *(*attach)(struct block_device *bdev);
+	void (*detach)(struct blkfilter *flt);
+	int (*ctl)(struct blkfilter *flt, unsigned int cmd, __u8 __user *buf,
+		   __u32 *plen);
+	bool (*submit_bio)(struct blkfilter *flt, struct bio *bio);
+};
+
+int blkfilter_register(struct blkfilter_operations *ops);
+void blkfilter_unregister(struct blkfilter_operations *ops);
+
+/**
+ * blkfilter_init - initialize the core part of a filter in @ops->attach
+ * @flt: the filter
+ * @ops: its filter type
+ */
+static inline void blkfilter_init(struct blkfilter *flt,
+				  const struct blkfilter_operations *ops)
+{
+	flt->ops = ops;
+	kref_init(&flt->kref);
+}
+
+/*
+ * blkfilter_submit_bio_direct - submit a bio that the filter must not see
+ * again: bios a filter issues itself (copy-on-write reads, a bio it has
+ * examined and resubmits) go to the device through this call.
+ */
+void blkfilter_submit_bio_direct(struct bio *bio);
+
+#endif /* _LINUX_BLK_FILTER_H */
