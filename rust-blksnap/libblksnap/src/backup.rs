@@ -211,7 +211,8 @@ pub fn backup<K: Blksnap>(
         let id = dev.identity().clone();
         if let Some(other) = planned.iter().find(|p| {
             let o = p.dev.identity();
-            (o.major, o.minor) == (id.major, id.minor) || device_stem(&o.name) == device_stem(&id.name)
+            (o.major, o.minor) == (id.major, id.minor)
+                || device_stem(&o.name) == device_stem(&id.name)
         }) {
             return Err(Error::Invalid(format!(
                 "{} and {} are the same device",
@@ -259,7 +260,16 @@ pub fn backup<K: Blksnap>(
     let mut manifests = Vec::new();
     let mut reports = Vec::new();
     for p in &planned {
-        let (m, r) = backup_one(kernel, &p.dev, p.prev.as_ref(), &set, id, &tmp_dir, req, progress)?;
+        let (m, r) = backup_one(
+            kernel,
+            &p.dev,
+            p.prev.as_ref(),
+            &set,
+            id,
+            &tmp_dir,
+            req,
+            progress,
+        )?;
         manifests.push(m);
         reports.push(r);
     }
@@ -270,8 +280,12 @@ pub fn backup<K: Blksnap>(
     }
     check_interrupt(req.interrupt)?;
     sync_dir(&tmp_dir)?;
-    fs::rename(&tmp_dir, &final_dir)
-        .map_err(|e| Error::io(format!("rename {} to {}", tmp_dir.display(), final_dir.display()), e))?;
+    fs::rename(&tmp_dir, &final_dir).map_err(|e| {
+        Error::io(
+            format!("rename {} to {}", tmp_dir.display(), final_dir.display()),
+            e,
+        )
+    })?;
     tmp_guard.0 = None;
     sync_dir(repo.root())?;
     Ok(BackupReport {
@@ -343,7 +357,8 @@ fn backup_one<K: Blksnap>(
     let stem = device_stem(&ident.name);
     let data_name = format!("{stem}.data");
     let data_path = dir.join(&data_name);
-    let file = File::create(&data_path).map_err(|e| Error::io(format!("create {}", data_path.display()), e))?;
+    let file = File::create(&data_path)
+        .map_err(|e| Error::io(format!("create {}", data_path.display()), e))?;
     let mut out = BufWriter::with_capacity(1 << 20, file);
 
     let mut stored: Vec<[u32; 2]> = Vec::new();
@@ -478,14 +493,17 @@ fn replay(
         }
     }
     if let Some(b) = source.iter().position(|&s| s == usize::MAX) {
-        return Err(Error::InvalidBackup(format!("block {b} is in no set of the chain")));
+        return Err(Error::InvalidBackup(format!(
+            "block {b} is in no set of the chain"
+        )));
     }
     progress.start(&last.device.name, last.device.capacity);
     let mut written = 0u64;
     let mut buf = vec![0u8; last.cbt.block_size as usize];
     for (i, m) in chain.iter().enumerate() {
         let path = repo.set_dir(&m.set).join(&m.data_file);
-        let data = File::open(&path).map_err(|e| Error::io(format!("open {}", path.display()), e))?;
+        let data =
+            File::open(&path).map_err(|e| Error::io(format!("open {}", path.display()), e))?;
         for (b, off) in m.stored_iter() {
             if source[b as usize] != i {
                 continue;
@@ -564,7 +582,8 @@ pub fn restore(
             .file_name()
             .ok_or_else(|| Error::Invalid(format!("{}: not a file name", target.display())))?;
         let tmp = target.with_file_name(format!(".{}.partial", name.to_string_lossy()));
-        let file = File::create(&tmp).map_err(|e| Error::io(format!("create {}", tmp.display()), e))?;
+        let file =
+            File::create(&tmp).map_err(|e| Error::io(format!("create {}", tmp.display()), e))?;
         let guard = TempFileGuard(Some(tmp.clone()));
         file.set_len(capacity)
             .map_err(|e| Error::io(format!("size {}", tmp.display()), e))?;
@@ -651,8 +670,11 @@ pub fn verify(
     for b in 0..last.cbt.block_count {
         check_interrupt(interrupt)?;
         let len = last.block_len(b) as usize;
-        file.read_exact_at(&mut buf[..len], u64::from(b) * u64::from(last.cbt.block_size))
-            .map_err(|e| Error::io(format!("read {}", path.display()), e))?;
+        file.read_exact_at(
+            &mut buf[..len],
+            u64::from(b) * u64::from(last.cbt.block_size),
+        )
+        .map_err(|e| Error::io(format!("read {}", path.display()), e))?;
         if checksum(&buf[..len]) != last.block_checksums[b as usize] {
             report.mismatch_count += 1;
             if report.mismatched.len() < 100 {

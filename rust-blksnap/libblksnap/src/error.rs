@@ -31,7 +31,7 @@ pub enum Error {
     },
 
     /// An ioctl failed.
-    #[error("{op} on {target}: {}", describe(*op, *errno))]
+    #[error("{op} on {target}: {}", describe(op, *errno))]
     Ioctl {
         /// Name of the operation.
         op: &'static str,
@@ -110,9 +110,7 @@ fn describe(op: &str, errno: Errno) -> String {
         ("cbtinfo" | "cbtmap" | "cbtdirty" | "snapshotadd" | "snapshotinfo", Errno::ENOENT) => {
             "the blksnap filter is not attached to the device (run `blksnap attach` first)"
         }
-        ("wait-event", Errno::ESRCH) | ("destroy" | "take", Errno::ENOENT) => {
-            "no such snapshot"
-        }
+        ("wait-event", Errno::ESRCH) | ("destroy" | "take", Errno::ENOENT) => "no such snapshot",
         ("collect", Errno::ENODATA) => "the snapshot list changed while reading it",
         _ => "",
     };

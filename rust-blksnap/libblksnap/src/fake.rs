@@ -38,6 +38,8 @@ struct Disk {
     snapshot: Option<Uuid>,
     image: Option<Arc<Vec<u8>>>,
     error_code: i32,
+    /// Error the next take leaves on the snapshot image.
+    fail_take: Option<i32>,
 }
 
 #[derive(Debug, Default)]
@@ -95,6 +97,7 @@ impl FakeKernel {
                 snapshot: None,
                 image: None,
                 error_code: 0,
+                fail_take: None,
             },
         );
     }
@@ -126,6 +129,13 @@ impl FakeKernel {
         if let Some(t) = disk.tracker.as_mut() {
             *t = new_tracker(t.write_map.len());
         }
+    }
+
+    /// Makes the next snapshot of a device break right after the take, as
+    /// when the difference storage overflows.
+    pub fn fail_next_take(&self, path: &Path, errno: Errno) {
+        let mut st = self.lock();
+        st.disks.get_mut(path).expect("no such fake disk").fail_take = Some(-(errno as i32));
     }
 
     /// Marks the snapshot image of a device as corrupted.
@@ -394,6 +404,9 @@ impl Blksnap for FakeKernel {
             t.previous = t.active;
             t.active += 1;
             disk.image = Some(Arc::new(disk.data.clone()));
+            if let Some(code) = disk.fail_take.take() {
+                disk.error_code = code;
+            }
         }
         Ok(())
     }

@@ -70,7 +70,10 @@ pub fn file_extents(path: &Path) -> Result<FileExtents> {
         .metadata()
         .map_err(|e| Error::io(format!("stat {}", path.display()), e))?;
     if !meta.is_file() {
-        return Err(Error::Invalid(format!("{}: not a regular file", path.display())));
+        return Err(Error::Invalid(format!(
+            "{}: not a regular file",
+            path.display()
+        )));
     }
     let mut ranges: Vec<SectorRange> = Vec::new();
     let mut start = 0u64;

@@ -149,7 +149,12 @@ impl Manifest {
 
     /// Checks that the manifest is consistent in itself.
     pub fn validate(&self) -> Result<()> {
-        let bad = |m: String| Err(Error::InvalidBackup(format!("manifest of {}: {m}", self.device.name)));
+        let bad = |m: String| {
+            Err(Error::InvalidBackup(format!(
+                "manifest of {}: {m}",
+                self.device.name
+            )))
+        };
         if self.format != MANIFEST_FORMAT {
             return bad(format!("unsupported format {}", self.format));
         }
@@ -209,11 +214,14 @@ impl Manifest {
     /// Reads and checks a manifest. Returns it with its checksum.
     pub fn load(path: &Path) -> Result<(Manifest, String)> {
         let text = fs::read(path).map_err(|e| Error::io(format!("read {}", path.display()), e))?;
-        let file: ManifestFile =
-            serde_json::from_slice(&text).map_err(|e| invalid(path, format!("not a manifest: {e}")))?;
+        let file: ManifestFile = serde_json::from_slice(&text)
+            .map_err(|e| invalid(path, format!("not a manifest: {e}")))?;
         let sum = file.manifest.checksum();
         if sum != file.manifest_checksum {
-            return Err(invalid(path, "manifest checksum mismatch (file damaged or edited)"));
+            return Err(invalid(
+                path,
+                "manifest checksum mismatch (file damaged or edited)",
+            ));
         }
         file.manifest
             .validate()
@@ -266,7 +274,8 @@ impl Repository {
         for entry in rd {
             let entry = entry.map_err(|e| Error::io(format!("read {}", self.root.display()), e))?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name.len() == 6 && name.bytes().all(|b| b.is_ascii_digit()) && entry.path().is_dir() {
+            if name.len() == 6 && name.bytes().all(|b| b.is_ascii_digit()) && entry.path().is_dir()
+            {
                 sets.push(name);
             }
         }
@@ -288,7 +297,8 @@ impl Repository {
     }
 
     pub fn manifest_path(&self, set: &str, device: &str) -> PathBuf {
-        self.set_dir(set).join(format!("{}.json", device_stem(device)))
+        self.set_dir(set)
+            .join(format!("{}.json", device_stem(device)))
     }
 
     /// Loads the manifest of `device` in `set`, checking it names that set.
@@ -303,7 +313,10 @@ impl Repository {
             .map_err(|e| Error::io(format!("stat {}", data.display()), e))?
             .len();
         if len != m.data_size {
-            return Err(invalid(&data, format!("size {len}, manifest says {}", m.data_size)));
+            return Err(invalid(
+                &data,
+                format!("size {len}, manifest says {}", m.data_size),
+            ));
         }
         Ok((m, sum))
     }

@@ -26,7 +26,11 @@ mod ioctls {
         IOCTL_BLKSNAP_SNAPSHOT_CREATE,
         blksnap_snapshot_create
     );
-    nix::ioctl_write_ptr_bad!(snapshot_destroy, IOCTL_BLKSNAP_SNAPSHOT_DESTROY, blksnap_uuid);
+    nix::ioctl_write_ptr_bad!(
+        snapshot_destroy,
+        IOCTL_BLKSNAP_SNAPSHOT_DESTROY,
+        blksnap_uuid
+    );
     nix::ioctl_write_ptr_bad!(snapshot_take, IOCTL_BLKSNAP_SNAPSHOT_TAKE, blksnap_uuid);
     nix::ioctl_read_bad!(
         snapshot_collect,
@@ -99,6 +103,25 @@ fn ioctl_err(op: &'static str, target: impl Into<String>) -> impl FnOnce(Errno) 
     move |errno| Error::Ioctl { op, target, errno }
 }
 
+/// Error of a filter ioctl on a block device. A kernel without the filter
+/// interface answers ENOTTY or EINVAL (depending on the driver); when the
+/// blksnap control device is missing too, say so rather than quoting errno.
+fn filter_err(op: &'static str, target: String) -> impl FnOnce(Errno) -> Error {
+    move |errno| {
+        if matches!(errno, Errno::ENOTTY | Errno::EINVAL) && !Path::new(CONTROL_PATH).exists() {
+            Error::NotSupported {
+                reason: format!(
+                    "not found, and {op} on {target} failed ({}): the running kernel \
+                     has no blksnap support",
+                    errno.desc()
+                ),
+            }
+        } else {
+            Error::Ioctl { op, target, errno }
+        }
+    }
+}
+
 /// Checks that `path` is a block device and explains what it is otherwise.
 pub fn check_block_device(path: &Path) -> Result<std::fs::Metadata> {
     let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
@@ -148,7 +171,10 @@ impl Device {
             return Err(Error::NotBlockDevice(path.to_path_buf()));
         }
         let rdev = meta.rdev();
-        let (major, minor) = (nix::sys::stat::major(rdev) as u32, nix::sys::stat::minor(rdev) as u32);
+        let (major, minor) = (
+            nix::sys::stat::major(rdev) as u32,
+            nix::sys::stat::minor(rdev) as u32,
+        );
         Ok(Self {
             file,
             id: DeviceIdentity {
@@ -181,7 +207,7 @@ impl Device {
         // SAFETY: `ctl` points to `arg`, which is a live, writable value of
         // the size announced in `optlen`, for the whole call.
         unsafe { ioctls::filter_ctl(self.file.as_raw_fd(), &mut ctl) }
-            .map_err(ioctl_err(op, self.target()))
+            .map_err(filter_err(op, self.target()))
     }
 }
 
@@ -196,7 +222,7 @@ impl TrackedDevice for Device {
         match unsafe { ioctls::filter_attach(self.file.as_raw_fd(), &mut name) } {
             Ok(_) => Ok(Attach::Attached),
             Err(Errno::EALREADY) => Ok(Attach::AlreadyAttached),
-            Err(e) => Err(ioctl_err("attach", self.target())(e)),
+            Err(e) => Err(filter_err("attach", self.target())(e)),
         }
     }
 
@@ -205,7 +231,7 @@ impl TrackedDevice for Device {
         // SAFETY: as for attach.
         unsafe { ioctls::filter_detach(self.file.as_raw_fd(), &mut name) }
             .map(drop)
-            .map_err(ioctl_err("detach", self.target()))
+            .map_err(filter_err("detach", self.target()))
     }
 
     fn cbt_info(&self) -> Result<CbtInfo> {
@@ -250,13 +276,18 @@ impl TrackedDevice for Device {
         let mut arg = blksnap_snapshotadd {
             id: blksnap_uuid { b: *id.as_bytes() },
         };
-        self.ctl("snapshotadd", ctl::SNAPSHOTADD, &mut arg).map(drop)
+        self.ctl("snapshotadd", ctl::SNAPSHOTADD, &mut arg)
+            .map(drop)
     }
 
     fn snapshot_info(&self) -> Result<SnapshotInfo> {
         let mut raw = blksnap_snapshotinfo::default();
         self.ctl("snapshotinfo", ctl::SNAPSHOTINFO, &mut raw)?;
-        let len = raw.image.iter().position(|&b| b == 0).unwrap_or(raw.image.len());
+        let len = raw
+            .image
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(raw.image.len());
         Ok(SnapshotInfo {
             error_code: raw.error_code,
             image: String::from_utf8_lossy(&raw.image[..len]).into_owned(),
@@ -272,7 +303,14 @@ fn raw_uuid(id: &Uuid) -> blksnap_uuid {
 pub fn decode_event(raw: &blksnap_snapshot_event) -> Event {
     match raw.code {
         uapi::EVENT_CODE_CORRUPTED => {
-            let word = |i: usize| [raw.data[i], raw.data[i + 1], raw.data[i + 2], raw.data[i + 3]];
+            let word = |i: usize| {
+                [
+                    raw.data[i],
+                    raw.data[i + 1],
+                    raw.data[i + 2],
+                    raw.data[i + 3],
+                ]
+            };
             Event::Corrupted {
                 time_label: raw.time_label,
                 major: u32::from_ne_bytes(word(0)),
@@ -383,7 +421,8 @@ impl Blksnap for Kernel {
             .image_path()
             .ok_or_else(|| Error::Protocol("snapshot has no image disk".into()))?;
         check_block_device(&path)?;
-        let file = File::open(&path).map_err(|e| Error::io(format!("open {}", path.display()), e))?;
+        let file =
+            File::open(&path).map_err(|e| Error::io(format!("open {}", path.display()), e))?;
         Ok(Box::new(file))
     }
 }

@@ -236,7 +236,11 @@ const _: () = assert!(offset_of!(blksnap_event_corrupted, err_code) == 8);
 
 // The request codes of the v6 ABI on the generic ioctl layout (x86_64,
 // aarch64, riscv64). powerpc encodes the direction differently.
-#[cfg(not(any(target_arch = "powerpc64", target_arch = "mips64", target_arch = "sparc64")))]
+#[cfg(not(any(
+    target_arch = "powerpc64",
+    target_arch = "mips64",
+    target_arch = "sparc64"
+)))]
 const _: () = {
     assert!(IOCTL_BLKSNAP_VERSION == 0x8008_5600);
     assert!(IOCTL_BLKSNAP_SNAPSHOT_CREATE == 0xc020_5601);

@@ -49,7 +49,10 @@ fn c_facts() -> BTreeMap<String, String> {
 
 macro_rules! rust_size {
     ($m:ident, $t:ident) => {
-        $m.insert(concat!("size ", stringify!($t)).to_string(), size_of::<$t>().to_string());
+        $m.insert(
+            concat!("size ", stringify!($t)).to_string(),
+            size_of::<$t>().to_string(),
+        );
     };
 }
 macro_rules! rust_off {
@@ -62,7 +65,10 @@ macro_rules! rust_off {
 }
 macro_rules! rust_ioctl {
     ($m:ident, $n:ident) => {
-        $m.insert(concat!("ioctl ", stringify!($n)).to_string(), format!("{:#x}", $n));
+        $m.insert(
+            concat!("ioctl ", stringify!($n)).to_string(),
+            format!("{:#x}", $n),
+        );
     };
 }
 
@@ -119,9 +125,18 @@ fn rust_facts() -> BTreeMap<String, String> {
         ("blkfilter_ctl_blksnap_cbtinfo", ctl::CBTINFO as usize),
         ("blkfilter_ctl_blksnap_cbtmap", ctl::CBTMAP as usize),
         ("blkfilter_ctl_blksnap_cbtdirty", ctl::CBTDIRTY as usize),
-        ("blkfilter_ctl_blksnap_snapshotadd", ctl::SNAPSHOTADD as usize),
-        ("blkfilter_ctl_blksnap_snapshotinfo", ctl::SNAPSHOTINFO as usize),
-        ("blksnap_event_code_corrupted", EVENT_CODE_CORRUPTED as usize),
+        (
+            "blkfilter_ctl_blksnap_snapshotadd",
+            ctl::SNAPSHOTADD as usize,
+        ),
+        (
+            "blkfilter_ctl_blksnap_snapshotinfo",
+            ctl::SNAPSHOTINFO as usize,
+        ),
+        (
+            "blksnap_event_code_corrupted",
+            EVENT_CODE_CORRUPTED as usize,
+        ),
         ("BLKFILTER_NAME_LENGTH", BLKFILTER_NAME_LENGTH),
         ("IMAGE_DISK_NAME_LEN", IMAGE_DISK_NAME_LEN),
     ];
@@ -152,7 +167,11 @@ fn c_headers_match_rust_definitions() {
     for k in c.keys().filter(|k| !rust.contains_key(*k)) {
         diffs.push(format!("{k}: not checked on the Rust side"));
     }
-    assert!(diffs.is_empty(), "C and Rust disagree:\n{}", diffs.join("\n"));
+    assert!(
+        diffs.is_empty(),
+        "C and Rust disagree:\n{}",
+        diffs.join("\n")
+    );
 }
 
 /// The v6 contract: sizes, offsets and (generic ioctl layout) numbers.
@@ -186,7 +205,11 @@ fn c_headers_match_v6_contract() {
         ("string BLKSNAP_IMAGE_NAME", "blksnap-image"),
         ("string BLKSNAP_FILTER_NAME", "blksnap"),
     ];
-    if cfg!(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "riscv64")) {
+    if cfg!(any(
+        target_arch = "x86_64",
+        target_arch = "aarch64",
+        target_arch = "riscv64"
+    )) {
         expect.extend([
             ("ioctl IOCTL_BLKSNAP_VERSION", "0x80085600"),
             ("ioctl IOCTL_BLKSNAP_SNAPSHOT_CREATE", "0xc0205601"),

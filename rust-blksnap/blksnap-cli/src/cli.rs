@@ -1,0 +1,290 @@
+//! Command-line syntax.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use uuid::Uuid;
+
+pub const EXIT_CODES: &str = "\
+Exit status:
+  0    success
+  1    other failure (an ioctl or I/O error; the message names it)
+  2    bad command line
+  3    the kernel has no blksnap support (no /dev/blksnap-control, unknown ioctl)
+  4    device problem: missing, not a block device, or permission denied
+  5    the backup is invalid or does not match (damaged manifest, verify mismatch)
+  6    no space left on the backup target
+  130  interrupted (Ctrl-C, SIGTERM); no partial result is left behind";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "blksnap",
+    version,
+    about = "Snapshots, changed-block tracking and backups of block devices (blksnap)",
+    long_about = "Controls the blksnap snapshot and changed-block tracking (CBT) interface \
+                  of the kernel, and makes full and incremental backups of block devices \
+                  from coherent snapshots.",
+    after_help = concat!("Examples:
+  blksnap attach /dev/vdb                 start tracking changes of /dev/vdb
+  blksnap cbtinfo /dev/vdb                show the tracker's state
+  blksnap backup --repo /backup /dev/vdb /dev/vdc
+                                          full, then incremental backups of two
+                                          devices from one snapshot
+  blksnap restore --repo /backup --device vdb /tmp/vdb.img
+  blksnap verify --repo /backup --device vdb /dev/vdb
+
+", "Exit status: 0 ok, 1 failure, 2 usage, 3 no blksnap in kernel, 4 device problem,
+5 invalid backup or mismatch, 6 target full, 130 interrupted (see `blksnap exit-codes`)")
+)]
+pub struct Cli {
+    /// Print results as JSON on standard output.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Show the version of the kernel interface.
+    Version,
+    /// Attach the blksnap filter to a device; change tracking starts.
+    #[command(after_help = "Example:\n  blksnap attach /dev/vdb")]
+    Attach(DeviceArg),
+    /// Detach the blksnap filter; the change history is lost.
+    #[command(after_help = "Example:\n  blksnap detach /dev/vdb")]
+    Detach(DeviceArg),
+    /// Show the state of the change tracker of a device.
+    #[command(after_help = "Example:\n  blksnap cbtinfo /dev/vdb")]
+    Cbtinfo(DeviceArg),
+    /// Print the CBT map: for each block, the changes number of its last write.
+    #[command(after_help = "\
+Output: one line per run of blocks with the same non-zero value,
+`FIRST COUNT VALUE` (block indexes); --all includes zero runs.
+The map is the copy frozen at the last snapshot take.
+
+Examples:
+  blksnap readcbtmap /dev/vdb
+  blksnap readcbtmap --newer-than 3 /dev/vdb      blocks changed after snapshot 3
+  blksnap readcbtmap --output map.bin /dev/vdb    raw map, one byte per block")]
+    Readcbtmap(ReadCbtMapArgs),
+    /// Mark sectors of a device as changed in the CBT map.
+    #[command(after_help = "\
+Examples:
+  blksnap markdirtyblock --sectors 0:8 --sectors 2048:16 /dev/vdb
+  blksnap markdirtyblock --file /mnt/data/db.sqlite /dev/vdb")]
+    Markdirtyblock(MarkDirtyArgs),
+    /// Manage snapshots.
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
+    /// Back up devices from one coherent snapshot (full or incremental).
+    #[command(after_help = "\
+The repository holds numbered sets (000001, 000002, ...), one per run, each with
+<device>.json (manifest with per-block checksums) and <device>.data. A set is
+written under a temporary name and renamed when complete. A backup is
+incremental when the previous set of the device was made in the same CBT
+generation; it then copies the blocks changed since that set's snapshot.
+
+Examples:
+  blksnap backup --repo /backup /dev/vdb
+  blksnap backup --repo /backup --storage /var/tmp --limit 4G /dev/vdb /dev/vdc
+  blksnap backup --repo /backup --full /dev/vdb")]
+    Backup(BackupArgs),
+    /// Restore a device's backup chain (full + incrementals) to a device or image file.
+    #[command(after_help = "\
+Examples:
+  blksnap restore --repo /backup --device vdb /tmp/vdb.img
+  blksnap restore --repo /backup --device vdb --set 000003 /dev/vdd")]
+    Restore(RestoreArgs),
+    /// Check a backup, alone or against a device or image.
+    #[command(after_help = "\
+Without TARGET, checks every stored block of the chain against its checksum.
+
+Examples:
+  blksnap verify --repo /backup --device vdb
+  blksnap verify --repo /backup --device vdb /tmp/vdb.img")]
+    Verify(VerifyArgs),
+    /// Explain the exit status codes.
+    ExitCodes,
+}
+
+#[derive(Args, Debug)]
+pub struct DeviceArg {
+    /// Block device, e.g. /dev/vdb.
+    pub device: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct ReadCbtMapArgs {
+    /// Block device.
+    pub device: PathBuf,
+    /// Only blocks whose value is greater than N (changed after snapshot N).
+    #[arg(long, value_name = "N")]
+    pub newer_than: Option<u8>,
+    /// Also list runs of zero (never written since tracking started).
+    #[arg(long)]
+    pub all: bool,
+    /// Write the raw map to FILE instead of listing it.
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct MarkDirtyArgs {
+    /// Block device.
+    pub device: PathBuf,
+    /// Sector range OFFSET:COUNT (512-byte sectors); repeatable.
+    #[arg(long = "sectors", value_name = "OFFSET:COUNT", value_parser = parse_range,
+          required_unless_present = "file", conflicts_with = "file")]
+    pub sectors: Vec<(u64, u64)>,
+    /// Mark the blocks holding this file's data (found with FIEMAP); the
+    /// file must live on DEVICE.
+    #[arg(long, value_name = "PATH")]
+    pub file: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SnapshotCommand {
+    /// Create an empty snapshot and print its id.
+    #[command(after_help = "\
+STORAGE is where the snapshot keeps overwritten data:
+  a directory     an unnamed O_TMPFILE file there, freed with the snapshot
+  a block device  used whole (it cannot be part of the snapshot)
+  a new file      created (must not exist); remove it after the snapshot
+
+Examples:
+  blksnap snapshot create --storage /dev/shm --limit 1G
+  blksnap snapshot create --storage /dev/vdz /dev/vdb /dev/vdc")]
+    Create(CreateArgs),
+    /// Add a device to a created snapshot.
+    #[command(after_help = "Example:\n  blksnap snapshot add --id 0f1e... /dev/vdb")]
+    Add(IdDeviceArgs),
+    /// Take a snapshot: image devices /dev/blksnap-image_MAJ:MIN appear.
+    Take(IdArg),
+    /// Destroy a snapshot and its images.
+    Destroy(IdArg),
+    /// List existing snapshots.
+    Collect,
+    /// Show the snapshot state of a device (image name, error).
+    Info(DeviceArg),
+    /// Wait for one event of a snapshot.
+    WaitEvent(WaitArgs),
+    /// Print events of a snapshot until it is destroyed.
+    Watch(IdArg),
+}
+
+#[derive(Args, Debug)]
+pub struct StorageArgs {
+    /// Difference storage: directory (O_TMPFILE), block device, or new file.
+    #[arg(long, value_name = "PATH", default_value = "/dev/shm")]
+    pub storage: PathBuf,
+    /// Largest size of the difference storage (K, M, G, T suffixes).
+    #[arg(long, value_name = "SIZE", default_value = "1G", value_parser = parse_size)]
+    pub limit: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct CreateArgs {
+    #[command(flatten)]
+    pub storage: StorageArgs,
+    /// Devices to add to the new snapshot.
+    pub devices: Vec<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct IdArg {
+    /// Snapshot id (UUID).
+    #[arg(long)]
+    pub id: Uuid,
+}
+
+#[derive(Args, Debug)]
+pub struct IdDeviceArgs {
+    /// Snapshot id (UUID).
+    #[arg(long)]
+    pub id: Uuid,
+    /// Block device.
+    pub device: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct WaitArgs {
+    /// Snapshot id (UUID).
+    #[arg(long)]
+    pub id: Uuid,
+    /// Timeout in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    pub timeout: u32,
+}
+
+#[derive(Args, Debug)]
+pub struct BackupArgs {
+    /// Backup repository directory (created if needed).
+    #[arg(long, value_name = "DIR")]
+    pub repo: PathBuf,
+    /// Always make a full backup.
+    #[arg(long, conflicts_with = "incremental")]
+    pub full: bool,
+    /// Fail instead of falling back to a full backup.
+    #[arg(long)]
+    pub incremental: bool,
+    #[command(flatten)]
+    pub storage: StorageArgs,
+    /// Block devices to back up together.
+    #[arg(required = true)]
+    pub devices: Vec<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct RestoreArgs {
+    /// Backup repository directory.
+    #[arg(long, value_name = "DIR")]
+    pub repo: PathBuf,
+    /// Device name as recorded in the backup (e.g. vdb).
+    #[arg(long, value_name = "NAME")]
+    pub device: String,
+    /// Restore the state of this set (default: the newest).
+    #[arg(long)]
+    pub set: Option<String>,
+    /// Replace an existing image file.
+    #[arg(long)]
+    pub force: bool,
+    /// Block device or image file to write.
+    pub target: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    /// Backup repository directory.
+    #[arg(long, value_name = "DIR")]
+    pub repo: PathBuf,
+    /// Device name as recorded in the backup (e.g. vdb).
+    #[arg(long, value_name = "NAME")]
+    pub device: String,
+    /// Check the state of this set (default: the newest).
+    #[arg(long)]
+    pub set: Option<String>,
+    /// Device or image to compare with the backup.
+    pub target: Option<PathBuf>,
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    libblksnap::util::parse_size(s)
+}
+
+fn parse_range(s: &str) -> Result<(u64, u64), String> {
+    let (a, b) = s
+        .split_once(':')
+        .ok_or_else(|| format!("'{s}': expected OFFSET:COUNT"))?;
+    let off = a
+        .parse()
+        .map_err(|_| format!("'{a}' is not a sector number"))?;
+    let count: u64 = b
+        .parse()
+        .map_err(|_| format!("'{b}' is not a sector count"))?;
+    if count == 0 {
+        return Err("sector count must not be zero".into());
+    }
+    Ok((off, count))
+}
