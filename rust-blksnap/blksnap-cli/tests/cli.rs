@@ -305,6 +305,7 @@ fn interrupted_restore_leaves_no_image() {
         // Finished before the signal: the image is complete.
         Some(0) => assert_eq!(std::fs::read(&img).unwrap(), contents),
         Some(130) => {
+            eprintln!("interrupted as intended");
             assert!(!img.exists());
             assert!(!dir.path().join(".big.img.partial").exists());
         }
