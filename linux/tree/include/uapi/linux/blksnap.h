@@ -81,7 +81,7 @@ enum blkfilter_ctl_blksnap {
 	blkfilter_ctl_blksnap_cbtmap,
 	blkfilter_ctl_blksnap_cbtdirty,
 	blkfilter_ctl_blksnap_snapshotadd,
-	blkfilter_ctl_blksnap_snapshotinfo,
+	blkfilter_ctl_blksnap_snapshotinfo
 };
 
 #ifndef UUID_SIZE
@@ -187,7 +187,7 @@ enum blksnap_ioctl {
 	blksnap_ioctl_snapshot_destroy,
 	blksnap_ioctl_snapshot_take,
 	blksnap_ioctl_snapshot_collect,
-	blksnap_ioctl_snapshot_wait_event,
+	blksnap_ioctl_snapshot_wait_event
 };
 
 /**
@@ -294,7 +294,7 @@ struct blksnap_snapshot_collect {
  *	on, but a backup that had already read everything it needed is sound.
  */
 enum blksnap_event_codes {
-	blksnap_event_code_corrupted,
+	blksnap_event_code_corrupted
 };
 
 /**
