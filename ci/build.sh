@@ -5,6 +5,7 @@
 # usage: ci/build.sh x86_64|ppc64le
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
+kbuild_lock "$@"
 
 arch=${1:?usage: $0 x86_64|ppc64le}
 bash "$REPO/ci/tree.sh"

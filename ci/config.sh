@@ -8,6 +8,7 @@
 # usage: ci/config.sh ARCH [EXTRA_FRAGMENT...]
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
+kbuild_lock "$@"
 
 arch=${1:?usage: $0 x86_64|ppc64le [fragment...]}
 shift

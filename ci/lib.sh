@@ -47,10 +47,26 @@ kmake() {
 	shift
 	local args
 	mapfile -t args < <(kmake_args "$arch")
-	# One kernel build at a time on this machine: concurrent builds on two
-	# cores are slower than consecutive ones. Wait for the lock.
-	mkdir -p "$BLKSNAP_CACHE"
-	flock "$BLKSNAP_CACHE/kbuild.lock" make -C "$KSRC" O="$(build_dir "$arch")" "${args[@]}" "$@"
+	if [ -n "${BLKSNAP_KBUILD_LOCKED:-}" ]; then
+		make -C "$KSRC" O="$(build_dir "$arch")" "${args[@]}" "$@"
+	else
+		mkdir -p "$BLKSNAP_CACHE"
+		BLKSNAP_KBUILD_LOCKED=1 flock "$BLKSNAP_CACHE/kbuild.lock" \
+			make -C "$KSRC" O="$(build_dir "$arch")" "${args[@]}" "$@"
+	fi
+}
+
+# One kernel build (or tree update) at a time on this machine: concurrent
+# builds on two cores are slower than consecutive ones, and a tree update
+# under a running build breaks it. A script that changes the tree or a
+# build directory calls `kbuild_lock "$@"` first: it re-runs itself under
+# the lock (waiting for it), and what it runs inherits the lock.
+kbuild_lock() {
+	if [ -z "${BLKSNAP_KBUILD_LOCKED:-}" ]; then
+		mkdir -p "$BLKSNAP_CACHE"
+		export BLKSNAP_KBUILD_LOCKED=1
+		exec flock "$BLKSNAP_CACHE/kbuild.lock" bash "$0" "$@"
+	fi
 }
 
 log() { printf '==> %s\n' "$*" >&2; }

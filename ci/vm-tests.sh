@@ -41,7 +41,7 @@ expect_status() {
 
 if [ "$what" = selftest ]; then
 	expect_status exit-status 3 --timeout 300 "$REPO/vm/selftest/exit3.sh"
-	expect_status panic 125 --timeout 300 "$REPO/vm/selftest/panic.sh"
+	expect_status panic 125 --timeout 120 "$REPO/vm/selftest/panic.sh"
 	expect_status hang 124 --timeout 60 "$REPO/vm/selftest/hang.sh"
 else
 	arch=$what

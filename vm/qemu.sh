@@ -28,7 +28,9 @@ bdir=$(build_dir "$arch")
 case $arch in
 x86_64)
 	[ -n "$accel" ] || accel=$(bash "$REPO/vm/accel.sh")
-	cmd=(qemu-system-x86_64 -machine "q35,accel=$accel" -cpu max -smp 2 -m 2G
+	cpu=max
+	[ "$accel" != kvm ] || cpu=host
+	cmd=(qemu-system-x86_64 -machine "q35,accel=$accel" -cpu "$cpu" -smp 2 -m 2G
 		-kernel "$bdir/arch/x86/boot/bzImage")
 	append="console=ttyS0 $append"
 	;;

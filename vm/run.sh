@@ -75,6 +75,9 @@ for size in "${disks[@]}"; do
 	i=$((i + 1))
 done
 
+accel=$(bash "$REPO/vm/accel.sh")
+echo "$accel" >"$work/accel"
+
 # The guest runs a wrapper: it sets the environment, runs the script and
 # leaves the status in the shared directory as a second witness.
 cat >"$work/guest.sh" <<EOF
@@ -89,24 +92,8 @@ exit \$rc
 EOF
 chmod +x "$work/guest.sh"
 
-# KVM probe: one short boot, remembered per machine (host kernel and QEMU).
-probe_kvm() {
-	local key state
-	key=$(uname -r)-$(qemu-system-x86_64 --version | head -1 | awk '{print $4}')
-	state=$BLKSNAP_CACHE/kvm-probe-$key
-	if [ ! -f "$state" ]; then
-		if [ -w /dev/kvm ] && timeout --kill-after=5 60 vng --run "$kdir" --disable-microvm \
-			--memory 512M --exec true </dev/null >"$work/probe.log" 2>&1; then
-			echo kvm >"$state"
-		else
-			echo tcg >"$state"
-		fi
-	fi
-	cat "$state"
-}
-accel=${VM_ACCEL:-$(probe_kvm)}
-echo "$accel" >"$work/accel"
-vng_args=(--run "$kdir" --disable-microvm --memory "$memory" --cpus 2 --verbose
+# virtiofsd does not start here (no FUSE in the sandbox): use 9p at once.
+vng_args=(--run "$kdir" --disable-microvm --force-9p --memory "$memory" --cpus 2 --verbose
 	--rwdir "$out" --append "$append")
 [ "$accel" = kvm ] || vng_args+=(--disable-kvm)
 [ ${#qopts[@]} -eq 0 ] || vng_args+=(--qemu-opts "${qopts[*]}")
