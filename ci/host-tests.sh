@@ -8,7 +8,7 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/blksnap-fork/cargo-target}
-export CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-1}
+export CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-$JOBS}
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 
 command -v cargo >/dev/null || die "cargo not found (PATH=$PATH)"
