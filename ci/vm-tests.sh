@@ -7,8 +7,11 @@
 # vm/tests/NAME-ppc64le.sh (ppc64le, busybox). Header lines say how to run it:
 #   # vm: --disk 256M --timeout 300     options for the runner
 #   # vm-requires: CONFIG_BLKSNAP       kernel options it needs
-# A test whose kernel options are not set is reported as SKIPPED, with the
-# reason, and never counted as passed. "selftest" checks the runner itself:
+#   # vm-pending: REASON                 not run yet (a capability it
+#                                        checks has not landed)
+# A test whose kernel options are not set, or that is pending, is reported
+# as SKIPPED with the reason, and never counted as passed.
+# x86_64 guests get the user-space tool as $BLKSNAP_BIN (built here). "selftest" checks the runner itself:
 # a script's status comes back, a panic and a hang are failures.
 set -uo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -59,12 +62,23 @@ else
 			esac
 		done
 	fi
+	if [ "$arch" = x86_64 ]; then
+		export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$BLKSNAP_CACHE/cargo-target}
+		cargo build -q --locked --manifest-path "$REPO/rust-blksnap/Cargo.toml" --bin blksnap ||
+			die "cannot build the blksnap tool"
+		export BLKSNAP_BIN=$CARGO_TARGET_DIR/debug/blksnap
+	fi
 	for n in "${names[@]}"; do
 		f=$REPO/vm/tests/$n.sh
 		[ -f "$f" ] || {
 			record "$n" "FAIL (no such test)"
 			continue
 		}
+		pending=$(sed -n 's/^# vm-pending: *//p' "$f" | head -1)
+		if [ -n "$pending" ]; then
+			record "$n" "SKIP (pending: $pending)"
+			continue
+		fi
 		missing=()
 		for opt in $(sed -n 's/^# vm-requires: *//p' "$f"); do
 			grep -qx "$opt=y" "$config" || missing+=("$opt")

@@ -83,6 +83,7 @@ echo "$accel" >"$work/accel"
 cat >"$work/guest.sh" <<EOF
 #!/bin/bash
 export SCRATCH_DISKS="${scratch[*]}" VM_OUT="$out" REPO="$REPO" PATH="\$PATH:/usr/sbin:/sbin"
+export BLKSNAP_BIN="${BLKSNAP_BIN:-}"
 cd "$REPO"
 echo "guest: \$(uname -r), accel=$(cat "$work/accel" 2>/dev/null || echo ?)"
 bash "$script" $(printf '%q ' "$@")
