@@ -46,13 +46,19 @@ struct blkfilter {
  * @detach: release the filter state. Called once, in process context, when
  *	the last reference is gone: after BLKFILTER_DETACH, or when the device
  *	goes away; no @submit_bio call is running or will be made by then.
+ *	It may run in the context of a bio submitter, or with the disk's
+ *	open_mutex held (partition removal), so it must not open or close
+ *	block devices synchronously; work the filter started on bios it took
+ *	over is its own to finish or cancel here.
  * @ctl: a BLKFILTER_CTL command. @buf is the user buffer, *@plen its size on
  *	entry and the length used (or needed) on return. Serialized with
  *	attach and detach of the same device; may sleep.
  * @submit_bio: see a bio before the device does. Called in the context of
- *	the submitter, outside of any lock. Returns true when the filter has
- *	taken the bio over (it will complete or resubmit it), false to let it
- *	go on to the device.
+ *	the submitter, outside of any lock, with sectors relative to the start
+ *	of the filtered device (before partition remapping). Returns true when
+ *	the filter has taken the bio over (it will complete it, or resubmit it
+ *	with blkfilter_submit_bio_direct()), false to let it go on to the
+ *	device. A bio is offered to the filter of a device at most once.
  */
 struct blkfilter_operations {
 	struct list_head link;
@@ -83,7 +89,9 @@ static inline void blkfilter_init(struct blkfilter *flt,
 /*
  * blkfilter_submit_bio_direct - submit a bio that the filter must not see
  * again: bios a filter issues itself (copy-on-write reads, a bio it has
- * examined and resubmits) go to the device through this call.
+ * examined and resubmits) go to the device through this call. The bio skips
+ * the filter of its bi_bdev only; if it is later moved to another device
+ * with bio_set_dev(), that device's filter sees it.
  */
 void blkfilter_submit_bio_direct(struct bio *bio);
 
