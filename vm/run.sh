@@ -97,7 +97,7 @@ chmod +x "$work/guest.sh"
 vng_args=(--run "$kdir" --disable-microvm --force-9p --memory "$memory" --cpus 2 --verbose
 	--rwdir "$out" --append "$append")
 [ "$accel" = kvm ] || vng_args+=(--disable-kvm)
-[ ${#qopts[@]} -eq 0 ] || vng_args+=(--qemu-opts "${qopts[*]}")
+[ ${#qopts[@]} -eq 0 ] || vng_args+=(--qemu-opts="${qopts[*]}")
 
 log "vm: $(basename "$script") on $(basename "$kdir") ($accel, timeout ${timeout}s), log: $log"
 set +e
