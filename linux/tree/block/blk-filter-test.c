@@ -16,6 +16,8 @@
 #define BFT_CMD_OK	7
 #define BFT_CTL_LEN	24
 #define BFT_SECTORS	2048
+#define BFT_PART_START	256
+#define BFT_PART_SECTORS	1024
 
 /* What the test filters and the test disk have seen. */
 static struct {
@@ -27,6 +29,7 @@ static struct {
 	/* the filter takes bios over and resubmits them past itself */
 	bool take;
 	sector_t last_sector;
+	sector_t disk_sector;
 	unsigned int last_cmd;
 } bft;
 
@@ -110,6 +113,7 @@ static struct blkfilter_operations bft_ops_b = {
 static void bft_disk_submit_bio(struct bio *bio)
 {
 	atomic_inc(&bft.disk_bios);
+	bft.disk_sector = bio->bi_iter.bi_sector;
 	if (bio_op(bio) == REQ_OP_READ)
 		zero_fill_bio(bio);
 	bio_endio(bio);
@@ -145,7 +149,8 @@ static int bft_case_init(struct kunit *test)
 	disk = blk_alloc_disk(&lim, NUMA_NO_NODE);
 	KUNIT_ASSERT_NOT_ERR_OR_NULL(test, disk);
 	disk->fops = &bft_disk_fops;
-	disk->flags |= GENHD_FL_NO_PART;
+	/* Partitions are added by hand; there is no table to scan. */
+	set_bit(GD_SUPPRESS_PART_SCAN, &disk->state);
 	snprintf(disk->disk_name, DISK_NAME_LEN, "blkfilter-test%u", seq++);
 	set_capacity(disk, BFT_SECTORS);
 	ret = add_disk(disk);
@@ -182,8 +187,8 @@ static void bft_end_io(struct bio *bio)
 }
 
 /* One page of I/O at @sector, submitted normally or past the filter. */
-static int bft_io(struct kunit *test, enum req_op op, sector_t sector,
-		  bool direct)
+static int bft_io_bdev(struct kunit *test, struct block_device *bdev,
+		       enum req_op op, sector_t sector, bool direct)
 {
 	DECLARE_COMPLETION_ONSTACK(done);
 	struct page *page;
@@ -192,7 +197,7 @@ static int bft_io(struct kunit *test, enum req_op op, sector_t sector,
 
 	page = alloc_page(GFP_KERNEL | __GFP_ZERO);
 	KUNIT_ASSERT_NOT_NULL(test, page);
-	bio = bio_alloc(bft_bdev(test), 1, op, GFP_KERNEL);
+	bio = bio_alloc(bdev, 1, op, GFP_KERNEL);
 	bio->bi_iter.bi_sector = sector;
 	__bio_add_page(bio, page, PAGE_SIZE, 0);
 	bio->bi_private = &done;
@@ -206,6 +211,12 @@ static int bft_io(struct kunit *test, enum req_op op, sector_t sector,
 	bio_put(bio);
 	__free_page(page);
 	return ret;
+}
+
+static int bft_io(struct kunit *test, enum req_op op, sector_t sector,
+		  bool direct)
+{
+	return bft_io_bdev(test, bft_bdev(test), op, sector, direct);
 }
 
 static const char *bft_show(struct kunit *test)
@@ -364,6 +375,35 @@ static void blkfilter_test_detach_on_removal(struct kunit *test)
 	KUNIT_EXPECT_EQ(test, atomic_read(&bft.detaches), 1);
 }
 
+static void blkfilter_test_partition(struct kunit *test)
+{
+	struct bft_ctx *ctx = test->priv;
+	struct block_device *part;
+
+	KUNIT_ASSERT_EQ(test, bdev_add_partition(ctx->disk, 1, BFT_PART_START,
+						 BFT_PART_SECTORS), 0);
+	part = xa_load(&ctx->disk->part_tbl, 1);
+	KUNIT_ASSERT_NOT_NULL(test, part);
+	KUNIT_ASSERT_EQ(test, blkfilter_attach(part, BFT_NAME_A), 0);
+
+	/* The filter sees sectors of the partition, the disk remapped ones. */
+	KUNIT_EXPECT_EQ(test, bft_io_bdev(test, part, REQ_OP_WRITE, 8, false),
+			0);
+	KUNIT_EXPECT_EQ(test, atomic_read(&bft.writes), 1);
+	KUNIT_EXPECT_EQ(test, bft.last_sector, 8);
+	KUNIT_EXPECT_EQ(test, bft.disk_sector, BFT_PART_START + 8);
+
+	/* I/O to the whole disk does not pass the partition's filter. */
+	KUNIT_EXPECT_EQ(test, bft_io(test, REQ_OP_WRITE, BFT_PART_START + 8,
+				     false), 0);
+	KUNIT_EXPECT_EQ(test, atomic_read(&bft.writes), 1);
+	KUNIT_EXPECT_STREQ(test, bft_show(test), "\n");
+
+	/* Deleting the partition detaches its filter. */
+	KUNIT_EXPECT_EQ(test, bdev_del_partition(ctx->disk, 1), 0);
+	KUNIT_EXPECT_EQ(test, atomic_read(&bft.detaches), 1);
+}
+
 static int bft_suite_init(struct kunit_suite *suite)
 {
 	int ret;
@@ -390,6 +430,7 @@ static struct kunit_case blkfilter_test_cases[] = {
 	KUNIT_CASE(blkfilter_test_sees_bios),
 	KUNIT_CASE(blkfilter_test_recursion_guard),
 	KUNIT_CASE(blkfilter_test_detach_on_removal),
+	KUNIT_CASE(blkfilter_test_partition),
 	{}
 };
 
