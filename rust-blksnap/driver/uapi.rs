@@ -1,0 +1,116 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The structures and numbers of `include/uapi/linux/blksnap.h`, laid out byte for byte.
+//!
+//! Implicit padding of the C structures is spelled out as explicit fields, so that every byte
+//! copied to user space is initialized.
+
+use core::mem::{offset_of, size_of};
+use kernel::{
+    ioctl::{_IOR, _IOW, _IOWR},
+    prelude::*,
+    transmute::{AsBytes, FromBytes},
+};
+
+/// Name of the filter, for `BLKFILTER_ATTACH`, `BLKFILTER_DETACH` and `BLKFILTER_CTL`.
+pub(crate) const FILTER_NAME: &CStr = c"blksnap";
+/// Name of the control device, under `/dev`.
+pub(crate) const CONTROL_NAME: &CStr = c"blksnap-control";
+
+/// The `BLKFILTER_CTL` commands of the filter (`enum blkfilter_ctl_blksnap`).
+pub(crate) mod ctl {
+    pub(crate) const CBTINFO: u32 = 0;
+    pub(crate) const CBTMAP: u32 = 1;
+    pub(crate) const CBTDIRTY: u32 = 2;
+    pub(crate) const SNAPSHOTADD: u32 = 3;
+    pub(crate) const SNAPSHOTINFO: u32 = 4;
+}
+
+/// `struct blksnap_cbtinfo`.
+#[repr(C)]
+pub(crate) struct CbtInfo {
+    pub(crate) device_capacity: u64,
+    pub(crate) block_size: u32,
+    pub(crate) block_count: u32,
+    pub(crate) generation_id: [u8; 16],
+    pub(crate) changes_number: u8,
+    pub(crate) padding: [u8; 7],
+}
+
+/// `struct blksnap_cbtmap`.
+#[repr(C)]
+pub(crate) struct CbtMap {
+    pub(crate) offset: u32,
+    pub(crate) length: u32,
+    pub(crate) buffer: u64,
+}
+
+/// `struct blksnap_sectors`.
+#[repr(C)]
+pub(crate) struct Sectors {
+    pub(crate) offset: u64,
+    pub(crate) count: u64,
+}
+
+/// `struct blksnap_cbtdirty`.
+#[repr(C)]
+pub(crate) struct CbtDirty {
+    pub(crate) count: u32,
+    pub(crate) padding: u32,
+    pub(crate) dirty_sectors: u64,
+}
+
+/// `struct blksnap_version`.
+#[repr(C)]
+pub(crate) struct Version {
+    pub(crate) major: u16,
+    pub(crate) minor: u16,
+    pub(crate) revision: u16,
+    pub(crate) build: u16,
+}
+
+// The snapshot ioctls are not implemented yet: their arguments are given by size only.
+/// `struct blksnap_uuid`.
+type Uuid = [u8; 16];
+/// `struct blksnap_snapshot_create`.
+type SnapshotCreate = [u8; 32];
+/// `struct blksnap_snapshot_collect`.
+type SnapshotCollect = [u8; 16];
+/// `struct blksnap_snapshot_event`.
+type SnapshotEvent = [u8; 4096];
+
+/// ioctl type code of the control device.
+const BLKSNAP: u32 = b'V' as u32;
+
+pub(crate) const IOCTL_VERSION: u32 = _IOR::<Version>(BLKSNAP, 0);
+pub(crate) const IOCTL_SNAPSHOT_CREATE: u32 = _IOWR::<SnapshotCreate>(BLKSNAP, 1);
+pub(crate) const IOCTL_SNAPSHOT_DESTROY: u32 = _IOW::<Uuid>(BLKSNAP, 2);
+pub(crate) const IOCTL_SNAPSHOT_TAKE: u32 = _IOW::<Uuid>(BLKSNAP, 3);
+pub(crate) const IOCTL_SNAPSHOT_COLLECT: u32 = _IOR::<SnapshotCollect>(BLKSNAP, 4);
+pub(crate) const IOCTL_SNAPSHOT_WAIT_EVENT: u32 = _IOR::<SnapshotEvent>(BLKSNAP, 5);
+
+// The layout of the v6 interface.
+static_assert!(size_of::<CbtInfo>() == 40);
+static_assert!(offset_of!(CbtInfo, changes_number) == 32);
+static_assert!(size_of::<CbtMap>() == 16);
+static_assert!(size_of::<Sectors>() == 16);
+static_assert!(size_of::<CbtDirty>() == 16);
+static_assert!(offset_of!(CbtDirty, dirty_sectors) == 8);
+static_assert!(size_of::<Version>() == 8);
+static_assert!(IOCTL_VERSION == 0x80085600);
+static_assert!(IOCTL_SNAPSHOT_CREATE == 0xc0205601);
+static_assert!(IOCTL_SNAPSHOT_DESTROY == 0x40105602);
+static_assert!(IOCTL_SNAPSHOT_TAKE == 0x40105603);
+static_assert!(IOCTL_SNAPSHOT_COLLECT == 0x80105604);
+static_assert!(IOCTL_SNAPSHOT_WAIT_EVENT == 0x90005605);
+
+// SAFETY: Integers and byte arrays only, with every padding byte an explicit field.
+unsafe impl AsBytes for CbtInfo {}
+// SAFETY: Integers only, without padding: any bit pattern is valid.
+unsafe impl FromBytes for CbtMap {}
+// SAFETY: Integers only, without padding: any bit pattern is valid.
+unsafe impl FromBytes for Sectors {}
+// SAFETY: Integers only, with the padding an explicit field: any bit pattern is valid.
+unsafe impl FromBytes for CbtDirty {}
+// SAFETY: Integers only, without padding.
+unsafe impl AsBytes for Version {}
