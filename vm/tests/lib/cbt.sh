@@ -1,0 +1,41 @@
+# Shell helpers for the guest tests that drive the blksnap tool.
+# Source it from a test (bash); it sets nothing but functions and $BIN.
+#   . "$(dirname "$0")/lib/cbt.sh"
+# The tool is $BLKSNAP_BIN (set by ci/vm-tests.sh), else "blksnap" on PATH.
+
+BIN=${BLKSNAP_BIN:-blksnap}
+
+step() { printf '==> %s\n' "$*"; }
+fail() {
+	printf 'FAIL: %s\n' "$*" >&2
+	exit 1
+}
+# Runs the tool, echoing the command line.
+bs() {
+	printf '+ blksnap %s\n' "$*" >&2
+	"$BIN" "$@"
+}
+# Runs the tool and expects exit status $1 (its output goes to stderr).
+bs_status() {
+	local want=$1 rc=0
+	shift
+	bs "$@" >&2 || rc=$?
+	[ "$rc" -eq "$want" ] || fail "blksnap $* exited $rc, expected $want"
+}
+# cbt_field DEV KEY: the value of "KEY: value" in the cbtinfo output of DEV.
+cbt_field() { bs cbtinfo "$1" | awk -v k="$2:" '$1 == k { print $2 }'; }
+# Block indexes of readcbtmap output ("FIRST COUNT VALUE" runs), one a line.
+expand_runs() { awk '{ for (i = 0; i < $2; i++) print $1 + i }'; }
+# json_field EXPR: evaluates EXPR on the JSON document d read from stdin.
+json_field() { python3 -c 'import json, sys; d = json.load(sys.stdin); print(eval(sys.argv[1], {}, {"d": d}))' "$1"; }
+# write_at DEV OFFSET COUNT [SOURCE]: writes COUNT bytes at byte OFFSET of DEV
+# with direct I/O (both 512-byte aligned), from SOURCE (default
+# /dev/urandom).
+write_at() {
+	dd if="${4:-/dev/urandom}" of="$1" bs=512 seek=$(($2 / 512)) count=$(($3 / 512)) \
+		oflag=direct conv=notrunc status=none
+}
+# need_tool: fails unless the blksnap tool can be run.
+need_tool() {
+	command -v "$BIN" >/dev/null || [ -x "$BIN" ] || fail "blksnap binary not found ($BIN); set BLKSNAP_BIN"
+}
