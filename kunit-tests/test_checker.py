@@ -7,6 +7,7 @@ check_results.py as a real run; a pass must pass, and a failing case, a
 crash, a missing suite and an empty log must each fail.
 """
 
+import os
 import subprocess
 import tempfile
 import unittest
@@ -37,9 +38,12 @@ class CheckerTest(unittest.TestCase):
         with tempfile.TemporaryDirectory() as td:
             log = Path(td) / "console.log"
             log.write_text(text)
+            expected = Path(td) / "expected"
+            expected.write_text("# the suite a run must contain\nrust_doctests_kernel\n")
             res = subprocess.run(
                 ["bash", str(CHECK), str(log), str(Path(td) / "r.json"), glob],
                 capture_output=True, text=True,
+                env=dict(os.environ, KUNIT_EXPECTED=str(expected)),
             )
             return res.returncode, res.stdout + res.stderr
 
