@@ -94,12 +94,14 @@ else
 		if [ "$arch" = ppc64le ]; then
 			bash "$REPO/vm/run-ppc64le.sh" "${opts[@]}" --log "$logf" "$f" || rc=$?
 		else
-			bash "$REPO/vm/run.sh" "${opts[@]}" --log "$logf" "$f" || rc=$?
+			VM_QUIET=1 bash "$REPO/vm/run.sh" "${opts[@]}" --log "$logf" "$f" || rc=$?
 		fi
 		if [ "$rc" -eq 0 ]; then
 			record "$n" "PASS"
 		else
 			record "$n" "FAIL (status $rc, log $logf)"
+			echo "--- last lines of $logf:" >&2
+			tail -n 40 "$logf" >&2
 		fi
 	done
 fi
