@@ -28,12 +28,13 @@ trap print_stages EXIT
 
 stage bootstrap bash "$REPO/ci/bootstrap.sh" || exit 1
 stage host:assemble python3 "$REPO/linux/test_assemble.py" -q
-stage host:kunit-checker python3 "$REPO/kunit-tests/test_checker.py" -q
 stage host:scripts bash "$REPO/ci/lint-scripts.sh"
 if [ -f "$REPO/ci/host-tests.sh" ]; then
 	stage host:rust-blksnap bash "$REPO/ci/host-tests.sh"
 fi
 stage series:checkpatch bash "$REPO/ci/series.sh"
+# The checker runs kunit.py from the assembled tree (made by the stage above).
+stage host:kunit-checker python3 "$REPO/kunit-tests/test_checker.py" -q
 
 for arch in "${arches[@]}"; do
 	if stage "build:$arch" bash "$REPO/ci/build.sh" "$arch"; then
