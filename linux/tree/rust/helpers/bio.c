@@ -6,3 +6,27 @@ __rust_helper enum req_op rust_helper_bio_op(const struct bio *bio)
 {
 	return bio_op(bio);
 }
+
+__rust_helper bool rust_helper_bio_has_data(struct bio *bio)
+{
+	return bio_has_data(bio);
+}
+
+__rust_helper struct bio_vec rust_helper_bio_iter_bvec(struct bio *bio,
+						       struct bvec_iter iter)
+{
+	return bio_iter_iovec(bio, iter);
+}
+
+__rust_helper void rust_helper_bio_advance_iter_single(const struct bio *bio,
+						       struct bvec_iter *iter,
+						       unsigned int bytes)
+{
+	bio_advance_iter_single(bio, iter, bytes);
+}
+
+__rust_helper void rust_helper_bio_set_dev(struct bio *bio,
+					   struct block_device *bdev)
+{
+	bio_set_dev(bio, bdev);
+}
