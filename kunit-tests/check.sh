@@ -2,7 +2,9 @@
 # Check a KUnit console log: kunit.py parse (summary and JSON), then an
 # independent look at the JSON. Fails on a failing or crashed test, on a
 # log without results, and on a missing suite of kunit-tests/expected-suites
-# (unless GLOB filters it out). KUNIT_EXPECTED names another list.
+# (unless GLOB filters it out), and on a kernel bug report in the log (an
+# oops, BUG, KASAN, UBSAN or lockdep report: a test that passes while the
+# kernel reports a bug has not passed). KUNIT_EXPECTED names another list.
 #
 # usage: kunit-tests/check.sh CONSOLE_LOG JSON_OUT [GLOB]
 set -euo pipefail
@@ -17,3 +19,4 @@ prc=0
 python3 "$REPO/kunit-tests/check_results.py" "$json" \
 	"${KUNIT_EXPECTED:-$REPO/kunit-tests/expected-suites}" "$glob"
 [ "$prc" -eq 0 ] || die "kunit.py parse reported a failure"
+bash "$REPO/kunit-tests/kernel-bugs.sh" "$logf"

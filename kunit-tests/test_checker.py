@@ -74,6 +74,23 @@ class CheckerTest(unittest.TestCase):
         rc, out = self.check("[    0.000000] Linux version 7.3.4-blksnap\n")
         self.assertNotEqual(rc, 0, out)
 
+    def test_kernel_bug_fails_passing_run(self):
+        text = ktap([("rust_doctests_kernel", [("a", "ok"), ("b", "ok")])])
+        oops = (
+            "[    1.5] BUG: kernel NULL pointer dereference, address: 0000000000000000\n"
+            "[    1.5] Oops: Oops: 0002 [#1] SMP\n"
+        )
+        cut = text.index("[    1.000000]     ok 2 b")
+        rc, out = self.check(text[:cut] + oops + text[cut:])
+        self.assertNotEqual(rc, 0, out)
+        self.assertIn("reported a bug", out)
+
+    def test_lockdep_report_fails_passing_run(self):
+        text = ktap([("rust_doctests_kernel", [("a", "ok")])])
+        splat = "[    1.5] WARNING: possible circular locking dependency detected\n"
+        rc, out = self.check(text + splat)
+        self.assertNotEqual(rc, 0, out)
+
     def test_glob_excludes_expected_suite(self):
         rc, out = self.check(ktap([("blksnap_cbt", [("a", "ok")])]), glob="blksnap_*")
         self.assertEqual(rc, 0, out)

@@ -352,9 +352,11 @@ impl BioSet {
         }
         try_pin_init!(Self {
             set <- Opaque::try_ffi_init(move |set: *mut bindings::bio_set| {
-                // SAFETY: `set` is valid for writes; `bioset_init` initializes it (or leaves
-                // nothing to clean up when it fails).
+                // SAFETY: `set` is valid for writes. `bioset_init` expects a zeroed structure (it
+                // leaves the fields of features not asked for alone), initializes it, and leaves
+                // nothing to clean up when it fails.
                 to_result(unsafe {
+                    core::ptr::write_bytes(set, 0, 1);
                     bindings::bioset_init(set, pool_size, 0, flags as crate::ffi::c_int)
                 })
             }),
