@@ -16,4 +16,6 @@ ppc64le) target=vmlinux ;;
 esac
 log "building $arch ($target) in $(build_dir "$arch")"
 kmake "$arch" "$target"
+# Every Rust file of the tree (the fork's included) must be rustfmt-clean.
+[ "$arch" != x86_64 ] || kmake "$arch" rustfmtcheck
 log "built $(kmake "$arch" -s kernelrelease 2>/dev/null | tail -1)"

@@ -33,7 +33,10 @@ kmake_args() {
 	local arch=$1
 	# LOCALVERSION is set (empty) so that the tree being a git checkout
 	# adds no "+" to the release; the fork's name is CONFIG_LOCALVERSION.
-	local args=(LLVM=-19 LOCALVERSION= -j"$JOBS")
+	# Rust is built through clippy, and any Rust warning (clippy's lints
+	# included) fails the build, so that no warning can hide in an
+	# incremental build that does not recompile the file.
+	local args=(LLVM=-19 LOCALVERSION= -j"$JOBS" CLIPPY=1 KRUSTFLAGS=-Dwarnings)
 	case $arch in
 	x86_64) args+=(ARCH=x86_64) ;;
 	ppc64le) args+=(ARCH=powerpc) ;;

@@ -526,13 +526,7 @@ impl<T: EndIo> NewBio<T> {
         // SAFETY: `bdev` is valid and kept alive by `data` until this bio completes, which is
         // after the chained one; the set is alive and outlives both (the context holds it).
         let bio = unsafe {
-            bindings::bio_alloc_bioset(
-                bdev,
-                nr_vecs,
-                op.as_raw(),
-                gfp.as_raw(),
-                ctx._set.as_raw(),
-            )
+            bindings::bio_alloc_bioset(bdev, nr_vecs, op.as_raw(), gfp.as_raw(), ctx._set.as_raw())
         };
         let bio = NonNull::new(bio).ok_or(ENOMEM)?;
         // SAFETY: Both bios are valid; the new one has no `bi_private` nor `bi_end_io`, and the
@@ -540,10 +534,7 @@ impl<T: EndIo> NewBio<T> {
         unsafe { bindings::bio_chain(bio.as_ptr(), self.as_raw()) };
         // INVARIANT: The bio is owned, chained to `self`'s bio, and its device comes from the
         // parent's data.
-        Ok(ChainedBio {
-            bio,
-            parent: self,
-        })
+        Ok(ChainedBio { bio, parent: self })
     }
 
     /// Submits the bio to its device (`submit_bio()`).

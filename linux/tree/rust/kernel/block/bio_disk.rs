@@ -404,7 +404,11 @@ mod tests {
         D::QueueData: Send,
     {
         fn end_io(self, status: Status) {
-            let Io { disk, pages, shared } = self;
+            let Io {
+                disk,
+                pages,
+                shared,
+            } = self;
             shared.ends.add(1, Relaxed);
             *shared.result.lock() = Some((status, pages));
             shared.done.complete_all();
@@ -473,7 +477,14 @@ mod tests {
         D::QueueData: Send,
     {
         let (data, shared) = io(disk, nr, fill)?;
-        let mut bio = NewBio::new(set, data, |d| d.disk.bdev(), Operation::Write, 1, GFP_KERNEL)?;
+        let mut bio = NewBio::new(
+            set,
+            data,
+            |d| d.disk.bdev(),
+            Operation::Write,
+            1,
+            GFP_KERNEL,
+        )?;
         bio.set_sector(sector);
         bio.add_page(|d| &d.pages[0], PAGE_SIZE as u32, 0)?;
         for i in 1..nr {
@@ -511,7 +522,7 @@ mod tests {
     }
 
     fn bio_set(rescuer: bool) -> Result<Arc<BioSet>> {
-        Ok(Arc::pin_init(BioSet::new(4, rescuer), GFP_KERNEL)?)
+        Arc::pin_init(BioSet::new(4, rescuer), GFP_KERNEL)
     }
 
     #[test]
@@ -544,7 +555,9 @@ mod tests {
         {
             let data = ram.data.lock();
             assert!(data[..8 * 512].iter().all(|&b| b == 0));
-            assert!(data[8 * 512..8 * 512 + PAGE_SIZE].iter().all(|&b| b == 0x40));
+            assert!(data[8 * 512..8 * 512 + PAGE_SIZE]
+                .iter()
+                .all(|&b| b == 0x40));
             let third = 8 * 512 + 2 * PAGE_SIZE;
             assert!(data[third..third + PAGE_SIZE].iter().all(|&b| b == 0x42));
             assert!(data[third + PAGE_SIZE..].iter().all(|&b| b == 0));
@@ -576,7 +589,14 @@ mod tests {
         let (ram, disk) = ram_disk("drop")?;
         let set = bio_set(false)?;
         let (data, shared) = io(&disk, 1, 0)?;
-        let mut bio = NewBio::new(&set, data, |d| d.disk.bdev(), Operation::Write, 1, GFP_KERNEL)?;
+        let mut bio = NewBio::new(
+            &set,
+            data,
+            |d| d.disk.bdev(),
+            Operation::Write,
+            1,
+            GFP_KERNEL,
+        )?;
         bio.add_page(|d| &d.pages[0], PAGE_SIZE as u32, 0)?;
         let chained = bio.new_chained(|d| d.disk.bdev(), Operation::Write, 1, GFP_KERNEL)?;
         drop(chained);
@@ -592,9 +612,19 @@ mod tests {
         let (_ram, disk) = ram_disk("range")?;
         let set = bio_set(false)?;
         let (data, _shared) = io(&disk, 1, 0)?;
-        let mut bio = NewBio::new(&set, data, |d| d.disk.bdev(), Operation::Write, 1, GFP_KERNEL)?;
+        let mut bio = NewBio::new(
+            &set,
+            data,
+            |d| d.disk.bdev(),
+            Operation::Write,
+            1,
+            GFP_KERNEL,
+        )?;
         assert_eq!(bio.add_page(|d| &d.pages[0], 0, 0), Err(EINVAL));
-        assert_eq!(bio.add_page(|d| &d.pages[0], 512, PAGE_SIZE as u32), Err(EINVAL));
+        assert_eq!(
+            bio.add_page(|d| &d.pages[0], 512, PAGE_SIZE as u32),
+            Err(EINVAL)
+        );
         assert_eq!(bio.add_page(|d| &d.pages[0], u32::MAX, 512), Err(EINVAL));
         bio.add_page(|d| &d.pages[0], 512, 0)?;
         assert_eq!(bio.bio().size(), 512);
