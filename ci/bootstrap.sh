@@ -103,6 +103,11 @@ install_vng() {
 		python3 -m venv "$TOOLS/venv"
 		"$TOOLS/venv/bin/pip" install -q "virtme-ng==$VIRTME_NG_VERSION"
 	fi
+	# checkpatch.pl runs scripts/spdxcheck.py, which needs ply.
+	if ! "$TOOLS/venv/bin/python3" -c 'import ply' 2>/dev/null; then
+		log "installing ply (for checkpatch's SPDX check)"
+		"$TOOLS/venv/bin/pip" install -q ply
+	fi
 }
 
 # Fetch the pinned base: the .deb, then the tarball inside, both verified.

@@ -26,7 +26,7 @@
 //! impl Operations for Zero {
 //!     type QueueData = ();
 //!
-//!     fn submit_bio(_: (), mut bio: PendingBio) {
+//!     fn submit_bio((): (), mut bio: PendingBio) {
 //!         if !bio.op().is_write() {
 //!             for mut segment in bio.segments() {
 //!                 if segment.zero().is_err() {
