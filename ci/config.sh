@@ -17,8 +17,12 @@ x86_64) frags=(common vng x86_64) ;;
 ppc64le) frags=(common ppc64le) ;;
 *) die "unknown architecture '$arch'" ;;
 esac
+[ -z "${BLKSNAP_FLAVOUR:-}" ] || frags+=("$BLKSNAP_FLAVOUR")
 files=()
-for f in "${frags[@]}"; do files+=("$REPO/configs/$f.config"); done
+for f in "${frags[@]}"; do
+	[ -f "$REPO/configs/$f.config" ] || die "no config fragment configs/$f.config"
+	files+=("$REPO/configs/$f.config")
+done
 for f in "$@"; do files+=("$(realpath "$f")"); done
 
 out=$(build_dir "$arch")

@@ -14,7 +14,7 @@ set -euo pipefail
 
 arch=${1:?usage: $0 x86_64|ppc64le [glob]}
 glob=${2:-}
-outdir=$BLKSNAP_CACHE/results/kunit-$arch
+outdir=$BLKSNAP_CACHE/results/kunit-$arch$FLAVOUR_SUFFIX
 mkdir -p "$outdir"
 log=$outdir/console.log
 json=$outdir/results.json

@@ -25,8 +25,12 @@ fi
 export PATH="$CCACHE_BIN:$HOME/.cargo/bin:$TOOLS/venv/bin:$PATH"
 JOBS=${JOBS:-$(($(nproc) + 1))}
 
+# A flavour of the kernel (BLKSNAP_FLAVOUR=debug: configs/debug.config on
+# top of the usual fragments) has build and result directories of its own.
+FLAVOUR_SUFFIX=${BLKSNAP_FLAVOUR:+-$BLKSNAP_FLAVOUR}
+
 # Build directory of an architecture (x86_64 or ppc64le).
-build_dir() { echo "${BLKSNAP_BUILD:-$BLKSNAP_CACHE/build}-$1"; }
+build_dir() { echo "${BLKSNAP_BUILD:-$BLKSNAP_CACHE/build}-$1$FLAVOUR_SUFFIX"; }
 
 # make arguments of an architecture.
 kmake_args() {

@@ -89,7 +89,13 @@ else
 			continue
 		fi
 		read -ra opts <<<"$(sed -n 's/^# vm: *//p' "$f" | head -1)"
-		logf=$BLKSNAP_CACHE/results/vm-$arch/$n.log
+		# A debug kernel (KASAN, lockdep) is slower: triple the timeout.
+		if [ -n "${BLKSNAP_FLAVOUR:-}" ]; then
+			for i in "${!opts[@]}"; do
+				[ "${opts[$i]}" != --timeout ] || opts[i + 1]=$((opts[i + 1] * 3))
+			done
+		fi
+		logf=$BLKSNAP_CACHE/results/vm-$arch$FLAVOUR_SUFFIX/$n.log
 		mkdir -p "$(dirname "$logf")"
 		rc=0
 		if [ "$arch" = ppc64le ]; then

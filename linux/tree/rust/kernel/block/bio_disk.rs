@@ -325,8 +325,9 @@ mod tests {
         },
     };
 
-    const RAM_SECTORS: u64 = 256;
     const PAGE_SECTORS: u64 = (PAGE_SIZE >> 9) as u64;
+    /// Sixteen pages: 64 KiB with 4 KiB pages, 1 MiB with 64 KiB pages.
+    const RAM_SECTORS: u64 = 16 * PAGE_SECTORS;
 
     /// A disk in memory that serves bios at once, failing those beyond its end.
     #[pin_data]
@@ -715,11 +716,14 @@ mod tests {
             GFP_KERNEL,
         )?;
         let set = bio_set(false)?;
-        // Four pages at sector 4: pieces [4, 8), [8, 16), [16, 24), [24, 32), [32, 36).
+        // Four pages at sector 4, split at every chunk boundary: with 4 KiB pages the pieces
+        // are [4, 8), [8, 16), [16, 24), [24, 32) and [32, 36).
+        let end = 4 + 4 * PAGE_SECTORS;
+        let pieces = end.div_ceil(LINEAR_CHUNK) as u32;
         let (status, _) = one_bio(&set, &linear, Operation::Write, 4, 4, 0x10)?;
         assert_eq!(status, Status::OK);
-        assert_eq!(lin.pieces.load(Relaxed), 5);
-        assert_eq!(ram.bios.load(Relaxed), 5);
+        assert_eq!(lin.pieces.load(Relaxed), pieces);
+        assert_eq!(ram.bios.load(Relaxed), pieces);
         {
             let data = ram.data.lock();
             let base = ((LINEAR_OFFSET + 4) << 9) as usize;
@@ -730,17 +734,28 @@ mod tests {
             }
             assert!(data[base + 4 * PAGE_SIZE..].iter().all(|&b| b == 0));
         }
-        // Read back through the stacked disk, again split in five.
+        // Read back through the stacked disk, split the same way.
         let (status, pages) = one_bio(&set, &linear, Operation::Read, 4, 4, 0xee)?;
         assert_eq!(status, Status::OK);
-        assert_eq!(lin.pieces.load(Relaxed), 10);
+        assert_eq!(lin.pieces.load(Relaxed), 2 * pieces);
         for (i, page) in pages.iter().enumerate() {
             assert!(page_bytes(page)?.iter().all(|&b| b == 0x10 + i as u8));
         }
-        // A page at a chunk boundary goes through in one piece.
-        let (status, _) = one_bio(&set, &linear, Operation::Read, 0, 1, 0)?;
-        assert_eq!(status, Status::OK);
-        assert_eq!(lin.pieces.load(Relaxed), 11);
+        // A chunk-aligned bio of one chunk goes through in one piece.
+        let (data, shared) = io(&linear, 1, 0)?;
+        let mut bio = NewBio::new(
+            &set,
+            data,
+            |d| d.disk.bdev(),
+            Operation::Read,
+            1,
+            GFP_KERNEL,
+        )?;
+        bio.set_sector(LINEAR_CHUNK);
+        bio.add_page(|d| &d.pages[0], (LINEAR_CHUNK << 9) as u32, 0)?;
+        bio.submit();
+        assert_eq!(wait(&shared)?.0, Status::OK);
+        assert_eq!(lin.pieces.load(Relaxed), 2 * pieces + 1);
         drop(linear);
         Ok(())
     }
