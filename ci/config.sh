@@ -41,24 +41,32 @@ kmake "$arch" tinyconfig >/dev/null
 kmake "$arch" olddefconfig >/dev/null
 
 # Verify: every "CONFIG_X=v" and "# CONFIG_X is not set" line of the
-# fragments must hold in the final .config.
-bad=0
+# fragments must hold in the final .config; where fragments disagree, the
+# later one wins, as in the merge.
+declare -A want=()
+order=()
 while IFS= read -r line; do
 	if [[ $line =~ ^(CONFIG_[A-Za-z0-9_]+)=(.*)$ ]]; then
-		opt=${BASH_REMATCH[1]} want=${BASH_REMATCH[2]}
-		got=$(grep -E "^$opt=" "$out/.config" | head -1 | cut -d= -f2- || true)
-		if [ "$got" != "$want" ]; then
-			echo "config: $opt: asked for $want, got ${got:-unset} (a dependency is missing?)" >&2
-			bad=1
-		fi
+		opt=${BASH_REMATCH[1]} val=${BASH_REMATCH[2]}
 	elif [[ $line =~ ^#\ (CONFIG_[A-Za-z0-9_]+)\ is\ not\ set ]]; then
-		opt=${BASH_REMATCH[1]}
-		if grep -qE "^$opt=" "$out/.config"; then
-			echo "config: $opt: asked to be unset, got $(grep -E "^$opt=" "$out/.config")" >&2
-			bad=1
-		fi
+		opt=${BASH_REMATCH[1]} val=""
+	else
+		continue
 	fi
+	[ -n "${want[$opt]+set}" ] || order+=("$opt")
+	want[$opt]=$val
 done < <(cat "${files[@]}")
+bad=0
+for opt in "${order[@]}"; do
+	got=$(grep -E "^$opt=" "$out/.config" | head -1 | cut -d= -f2- || true)
+	if [ -z "${want[$opt]}" ] && [ -n "$got" ]; then
+		echo "config: $opt: asked to be unset, got $opt=$got" >&2
+		bad=1
+	elif [ "$got" != "${want[$opt]}" ]; then
+		echo "config: $opt: asked for ${want[$opt]}, got ${got:-unset} (a dependency is missing?)" >&2
+		bad=1
+	fi
+done
 [ $bad -eq 0 ] || die "config of $arch does not hold what configs/ asks for"
 echo "$inputs" >"$stamp"
 log "config of $arch: $(grep -c '=y' "$out/.config") options built in"

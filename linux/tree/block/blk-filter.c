@@ -8,22 +8,19 @@
  * ---------------------
  * A filter is published in bdev->bd_filter with rcu_assign_pointer() once
  * ops->attach() has fully set it up, and is read without any lock by the bio
- * hook under rcu_read_lock(). The release barrier of rcu_assign_pointer()
- * pairs with the dependency ordering of rcu_dereference(): a hook that sees
- * the pointer also sees the initialised kref, ops and the filter's private
- * state.
+ * hook and the sysfs attribute, inside a read-side section of
+ * blkfilter_srcu. The release barrier of rcu_assign_pointer() pairs with the
+ * dependency ordering of srcu_dereference(): a reader that sees the pointer
+ * also sees the ops and the filter's private state.
  *
- * The core holds one reference on the filter while it is attached. The hook
- * takes another one inside its RCU read-side section, before it calls
- * ops->submit_bio() (which may sleep, so it cannot run under RCU). Detaching
- * clears the pointer under bd_filter_lock, waits for a grace period and only
- * then drops the attach reference: every hook that saw the pointer has taken
- * its own reference by then, so the count cannot reach zero under a reader
- * and kref_get() is safe. The last put calls ops->detach(), at which point
- * no ops->submit_bio() call is running and no new one can start. The owner
- * module's reference is dropped after ops->detach() has returned, which also
- * keeps ops (and ops->name) valid for RCU readers such as the sysfs
- * attribute.
+ * SRCU rather than RCU because ops->submit_bio() may sleep, and the fast
+ * flavour because its readers only increment a per-CPU counter: a filtered
+ * bio costs no atomic operation on a shared cache line and no memory barrier.
+ * Detaching clears the pointer under bd_filter_lock and waits for an SRCU
+ * grace period: every reader that saw the pointer has left its read-side
+ * section by then, so no ops->submit_bio() call is running and none can
+ * start, and ops->detach() releases the filter. The owner module's reference
+ * is dropped after ops->detach() has returned.
  *
  * While no filter is attached anywhere, the static key blkfilter_in_use is
  * off and submit_bio_noacct() does not even load bd_filter. Each attached
@@ -39,12 +36,16 @@
 #include <linux/module.h>
 #include <linux/mutex.h>
 #include <linux/rcupdate.h>
+#include <linux/srcu.h>
 #include <linux/string.h>
 #include <linux/sysfs.h>
 #include <linux/uaccess.h>
 #include "blk.h"
 
 DEFINE_STATIC_KEY_FALSE(blkfilter_in_use);
+
+/* Readers of bdev->bd_filter: the bio hook and the sysfs attribute. */
+DEFINE_STATIC_SRCU_FAST(blkfilter_srcu);
 
 /* The registered filter types, by name. */
 static LIST_HEAD(blkfilter_types);
@@ -116,20 +117,6 @@ static const struct blkfilter_operations *blkfilter_get_type(const char *name)
 		ops = NULL;
 	mutex_unlock(&blkfilter_types_lock);
 	return ops;
-}
-
-static void blkfilter_release(struct kref *kref)
-{
-	struct blkfilter *flt = container_of(kref, struct blkfilter, kref);
-	struct module *owner = flt->ops->owner;
-
-	flt->ops->detach(flt);
-	module_put(owner);
-}
-
-static void blkfilter_put(struct blkfilter *flt)
-{
-	kref_put(&flt->kref, blkfilter_release);
 }
 
 static struct blkfilter *blkfilter_get_locked(struct block_device *bdev)
@@ -241,13 +228,16 @@ out_put_type:
 	return ret;
 }
 
-/* Drop the attach reference of a filter that is no longer published. */
+/* Release a filter that is no longer published. */
 static void blkfilter_retire(struct blkfilter *flt)
 {
-	/* Let every hook that may have seen the pointer take its reference. */
-	synchronize_rcu();
+	struct module *owner = flt->ops->owner;
+
+	/* Wait for every reader that may have seen the pointer. */
+	synchronize_srcu(&blkfilter_srcu);
 	static_branch_dec(&blkfilter_in_use);
-	blkfilter_put(flt);
+	flt->ops->detach(flt);
+	module_put(owner);
 }
 
 /**
@@ -255,9 +245,8 @@ static void blkfilter_retire(struct blkfilter *flt)
  * @bdev: the block device
  * @name: the filter type, a NUL-terminated string
  *
- * Once this returns, no new bio of @bdev reaches the filter. @ops->detach is
- * called when the last bio the filter is looking at has left its
- * @ops->submit_bio, which is normally before this returns.
+ * Once this returns, no bio of @bdev is in @ops->submit_bio or reaches it,
+ * and @ops->detach has been called.
  *
  * Return: 0, or -ENOENT when no filter of that type is attached.
  */
@@ -332,11 +321,13 @@ ssize_t blkfilter_show(struct block_device *bdev, char *buf)
 	struct blkfilter *flt;
 	ssize_t ret;
 
-	/* The grace period before the last put keeps ops alive here. */
-	rcu_read_lock();
-	flt = rcu_dereference(bdev->bd_filter);
+	struct srcu_ctr __percpu *scp;
+
+	/* The grace period before ops->detach keeps flt and ops alive here. */
+	scp = srcu_read_lock_fast(&blkfilter_srcu);
+	flt = srcu_dereference(bdev->bd_filter, &blkfilter_srcu);
 	ret = sysfs_emit(buf, "%s\n", flt ? flt->ops->name : "");
-	rcu_read_unlock();
+	srcu_read_unlock_fast(&blkfilter_srcu, scp);
 	return ret;
 }
 
@@ -356,25 +347,20 @@ ssize_t blkfilter_show(struct block_device *bdev, char *buf)
 bool __blkfilter_bio(struct bio *bio)
 {
 	struct block_device *bdev = bio->bi_bdev;
+	struct srcu_ctr __percpu *scp;
 	struct blkfilter *flt;
-	bool taken;
+	bool taken = false;
 
 	if (bio_flagged(bio, BIO_FILTERED) || bio_flagged(bio, BIO_REMAPPED))
 		return false;
 
-	rcu_read_lock();
-	flt = rcu_dereference(bdev->bd_filter);
-	if (!flt) {
-		rcu_read_unlock();
-		return false;
+	scp = srcu_read_lock_fast(&blkfilter_srcu);
+	flt = srcu_dereference(bdev->bd_filter, &blkfilter_srcu);
+	if (flt) {
+		bio_set_flag(bio, BIO_FILTERED);
+		taken = flt->ops->submit_bio(flt, bio);
 	}
-	/* The attach reference outlives this read-side section. */
-	kref_get(&flt->kref);
-	rcu_read_unlock();
-
-	bio_set_flag(bio, BIO_FILTERED);
-	taken = flt->ops->submit_bio(flt, bio);
-	blkfilter_put(flt);
+	srcu_read_unlock_fast(&blkfilter_srcu, scp);
 	return taken;
 }
 

@@ -10,7 +10,6 @@
 #ifndef _LINUX_BLK_FILTER_H
 #define _LINUX_BLK_FILTER_H
 
-#include <linux/kref.h>
 #include <linux/list.h>
 #include <linux/types.h>
 #include <uapi/linux/blk-filter.h>
@@ -23,16 +22,13 @@ struct blkfilter_operations;
 /**
  * struct blkfilter - a filter attached to a block device
  * @ops: the operations of the filter type that created it
- * @kref: counts the users of the filter; the core holds one reference while
- *	the filter is attached and one for each bio it is passing to
- *	@ops->submit_bio. The last put calls @ops->detach.
  *
  * The filter type embeds this structure in its own per-device state, which
- * it allocates in @ops->attach.
+ * it allocates in @ops->attach. The core frees nothing: it calls @ops->detach
+ * once the filter is unpublished and no @ops->submit_bio call is running.
  */
 struct blkfilter {
 	const struct blkfilter_operations *ops;
-	struct kref kref;
 };
 
 /**
@@ -43,9 +39,9 @@ struct blkfilter {
  * @attach: create the filter state for @bdev. Called with the queue of the
  *	device frozen (and the file system on it frozen, if one is mounted);
  *	may sleep. Returns the new filter or an ERR_PTR.
- * @detach: release the filter state. Called once, in process context, when
- *	the last reference is gone: after BLKFILTER_DETACH, or when the device
- *	goes away; no @submit_bio call is running or will be made by then.
+ * @detach: release the filter state. Called once, in process context, after
+ *	BLKFILTER_DETACH or when the device goes away; no @submit_bio call is
+ *	running or will be made by then.
  *	It may run in the context of a bio submitter, or with the disk's
  *	open_mutex held (partition removal), so it must not open or close
  *	block devices synchronously; work the filter started on bios it took
@@ -83,7 +79,6 @@ static inline void blkfilter_init(struct blkfilter *flt,
 				  const struct blkfilter_operations *ops)
 {
 	flt->ops = ops;
-	kref_init(&flt->kref);
 }
 
 /*

@@ -2,11 +2,6 @@
 
 #include <linux/bio.h>
 
-__rust_helper enum req_op rust_helper_bio_op(const struct bio *bio)
-{
-	return bio_op(bio);
-}
-
 __rust_helper bool rust_helper_bio_has_data(struct bio *bio)
 {
 	return bio_has_data(bio);

@@ -241,8 +241,11 @@ impl Bio {
 
     /// Returns the operation.
     pub fn op(&self) -> Operation {
-        // SAFETY: By the type invariant the bio is valid.
-        Operation::from_raw(unsafe { bindings::bio_op(self.as_raw()) })
+        // SAFETY: By the type invariant the bio is valid and nobody changes it.
+        let opf = unsafe { (*self.as_raw()).bi_opf };
+        // The operation is in the low bits of `bi_opf` (`bio_op()` in C), computed here rather
+        // than through a helper call: filters look at it for every bio.
+        Operation::from_raw(opf & ((1 << bindings::REQ_OP_BITS) - 1))
     }
 
     /// Returns the flags.

@@ -412,7 +412,8 @@ unsafe extern "C" fn submit_bio_callback<T: Filter>(
     if !T::HAS_SUBMIT_BIO {
         return false;
     }
-    // SAFETY: The block layer holds a reference to the filter during the call.
+    // SAFETY: The block layer calls `detach_callback` only once no `submit_bio` call can be
+    // running, so the filter is alive during the call.
     let data = unsafe { Attached::<T>::data(flt) };
     // SAFETY: The bio is valid, submitted to a valid device, and not changed during the call.
     let bio = unsafe { Bio::from_raw(bio) };
