@@ -15,11 +15,7 @@ set -uo pipefail
 export BLKSNAP_FLAVOUR=debug
 . "$(dirname "$0")/lib.sh"
 
-mkdir -p "$BLKSNAP_CACHE/results"
-STAGE_FILE=$BLKSNAP_CACHE/results/stages-debug.tsv
-export STAGE_FILE
-: >"$STAGE_FILE"
-trap print_stages EXIT
+stages_begin stages-debug
 
 stage bootstrap bash "$REPO/ci/bootstrap.sh" || exit 1
 if stage build:x86_64-debug bash "$REPO/ci/build.sh" x86_64; then
@@ -27,9 +23,4 @@ if stage build:x86_64-debug bash "$REPO/ci/build.sh" x86_64; then
 	stage vm:x86_64-debug bash "$REPO/ci/vm-tests.sh" x86_64 "$@"
 fi
 
-trap - EXIT
-print_stages
-failed=$(awk -F'\t' '$3 != "ok"' "$STAGE_FILE" | wc -l)
-passed=$(awk -F'\t' '$3 == "ok"' "$STAGE_FILE" | wc -l)
-echo "stages: $passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+stages_end

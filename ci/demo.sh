@@ -4,11 +4,7 @@
 set -uo pipefail
 . "$(dirname "$0")/lib.sh"
 
-mkdir -p "$BLKSNAP_CACHE/results"
-STAGE_FILE=$BLKSNAP_CACHE/results/demo-stages.tsv
-export STAGE_FILE
-: >"$STAGE_FILE"
-trap print_stages EXIT
+stages_begin demo-stages
 
 stage bootstrap bash "$REPO/ci/bootstrap.sh" || exit 1
 stage build:x86_64 bash "$REPO/ci/build.sh" x86_64 || exit 1

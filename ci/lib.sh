@@ -109,3 +109,24 @@ print_stages() {
 	done <"$STAGE_FILE"
 	printf '%-32s %8s\n' "total" "$total"
 }
+
+# Start a table of stage timings in $BLKSNAP_CACHE/results/NAME.tsv, printed
+# however the script ends.
+stages_begin() {
+	mkdir -p "$BLKSNAP_CACHE/results"
+	STAGE_FILE=$BLKSNAP_CACHE/results/$1.tsv
+	export STAGE_FILE
+	: >"$STAGE_FILE"
+	trap print_stages EXIT
+}
+
+# Print the table and a summary line; fails if any stage failed.
+stages_end() {
+	local failed passed
+	trap - EXIT
+	print_stages
+	failed=$(awk -F'\t' '$3 != "ok"' "$STAGE_FILE" | wc -l)
+	passed=$(awk -F'\t' '$3 == "ok"' "$STAGE_FILE" | wc -l)
+	echo "stages: $passed passed, $failed failed"
+	[ "$failed" -eq 0 ]
+}

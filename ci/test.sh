@@ -20,11 +20,7 @@ while [ $# -gt 0 ]; do
 done
 [ ${#arches[@]} -gt 0 ] || arches=(x86_64 ppc64le)
 
-mkdir -p "$BLKSNAP_CACHE/results"
-STAGE_FILE=$BLKSNAP_CACHE/results/stages.tsv
-export STAGE_FILE
-: >"$STAGE_FILE"
-trap print_stages EXIT
+stages_begin stages
 
 stage bootstrap bash "$REPO/ci/bootstrap.sh" || exit 1
 stage host:assemble python3 "$REPO/linux/test_assemble.py" -q
@@ -46,9 +42,4 @@ for arch in "${arches[@]}"; do
 	fi
 done
 
-trap - EXIT
-print_stages
-failed=$(awk -F'\t' '$3 != "ok"' "$STAGE_FILE" | wc -l)
-passed=$(awk -F'\t' '$3 == "ok"' "$STAGE_FILE" | wc -l)
-echo "stages: $passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+stages_end

@@ -448,6 +448,23 @@ mod tests {
         Ok((io, shared))
     }
 
+    /// Makes a bio for `op` on `disk` with room for `nr` pages, carrying the data of [`io`].
+    fn new_bio<D>(
+        set: &Arc<BioSet>,
+        disk: &Arc<BioDisk<D>>,
+        op: Operation,
+        nr: usize,
+        fill: u8,
+    ) -> Result<(NewBio<Io<D>>, Arc<Shared>)>
+    where
+        D: Operations + 'static,
+        D::QueueData: Send,
+    {
+        let (data, shared) = io(disk, nr, fill)?;
+        let bio = NewBio::new(set, data, |d| d.disk.bdev(), op, nr as u16, GFP_KERNEL)?;
+        Ok((bio, shared))
+    }
+
     /// Waits for the completion of an I/O, checks that it ran once, and returns its status and
     /// pages.
     fn wait(shared: &Shared) -> Result<(Status, KVec<Page>)> {
@@ -477,15 +494,7 @@ mod tests {
         D: Operations + 'static,
         D::QueueData: Send,
     {
-        let (data, shared) = io(disk, nr, fill)?;
-        let mut bio = NewBio::new(
-            set,
-            data,
-            |d| d.disk.bdev(),
-            Operation::Write,
-            1,
-            GFP_KERNEL,
-        )?;
+        let (mut bio, shared) = new_bio(set, disk, Operation::Write, nr, fill)?;
         bio.set_sector(sector);
         bio.add_page(|d| &d.pages[0], PAGE_SIZE as u32, 0)?;
         for i in 1..nr {
@@ -512,8 +521,7 @@ mod tests {
         D: Operations + 'static,
         D::QueueData: Send,
     {
-        let (data, shared) = io(disk, nr, fill)?;
-        let mut bio = NewBio::new(set, data, |d| d.disk.bdev(), op, nr as u16, GFP_KERNEL)?;
+        let (mut bio, shared) = new_bio(set, disk, op, nr, fill)?;
         bio.set_sector(sector);
         for i in 0..nr {
             bio.add_page(|d| &d.pages[i], PAGE_SIZE as u32, 0)?;
@@ -589,15 +597,7 @@ mod tests {
     fn dropped_bio_ends_with_error() -> Result {
         let (ram, disk) = ram_disk("drop")?;
         let set = bio_set(false)?;
-        let (data, shared) = io(&disk, 1, 0)?;
-        let mut bio = NewBio::new(
-            &set,
-            data,
-            |d| d.disk.bdev(),
-            Operation::Write,
-            1,
-            GFP_KERNEL,
-        )?;
+        let (mut bio, shared) = new_bio(&set, &disk, Operation::Write, 1, 0)?;
         bio.add_page(|d| &d.pages[0], PAGE_SIZE as u32, 0)?;
         let chained = bio.new_chained(|d| d.disk.bdev(), Operation::Write, 1, GFP_KERNEL)?;
         drop(chained);
@@ -612,15 +612,7 @@ mod tests {
     fn add_page_checks_its_range() -> Result {
         let (_ram, disk) = ram_disk("range")?;
         let set = bio_set(false)?;
-        let (data, _shared) = io(&disk, 1, 0)?;
-        let mut bio = NewBio::new(
-            &set,
-            data,
-            |d| d.disk.bdev(),
-            Operation::Write,
-            1,
-            GFP_KERNEL,
-        )?;
+        let (mut bio, _shared) = new_bio(&set, &disk, Operation::Write, 1, 0)?;
         assert_eq!(bio.add_page(|d| &d.pages[0], 0, 0), Err(EINVAL));
         assert_eq!(
             bio.add_page(|d| &d.pages[0], 512, PAGE_SIZE as u32),
@@ -742,15 +734,7 @@ mod tests {
             assert!(page_bytes(page)?.iter().all(|&b| b == 0x10 + i as u8));
         }
         // A chunk-aligned bio of one chunk goes through in one piece.
-        let (data, shared) = io(&linear, 1, 0)?;
-        let mut bio = NewBio::new(
-            &set,
-            data,
-            |d| d.disk.bdev(),
-            Operation::Read,
-            1,
-            GFP_KERNEL,
-        )?;
+        let (mut bio, shared) = new_bio(&set, &linear, Operation::Read, 1, 0)?;
         bio.set_sector(LINEAR_CHUNK);
         bio.add_page(|d| &d.pages[0], (LINEAR_CHUNK << 9) as u32, 0)?;
         bio.submit();
