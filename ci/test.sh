@@ -25,6 +25,7 @@ stages_begin stages
 stage bootstrap bash "$REPO/ci/bootstrap.sh" || exit 1
 stage host:assemble python3 "$REPO/linux/test_assemble.py" -q
 stage host:scripts bash "$REPO/ci/lint-scripts.sh"
+stage host:vm-runner bash "$REPO/vm/test_boot_check.sh"
 if [ -f "$REPO/ci/host-tests.sh" ]; then
 	stage host:rust-blksnap bash "$REPO/ci/host-tests.sh"
 fi

@@ -17,7 +17,9 @@
 # shared read-only (virtme-ng) and the repository at its host path. The exit
 # status is the script's; a guest that panics, hangs past the timeout or
 # never reports a status is a failure (exit 124 for a timeout, 125 when no
-# status came back). The full console log is kept either way.
+# status came back). The full console log is kept either way. A kernel that
+# reports a bug while it boots, before the script has started, is booted once
+# more (the first log is kept as LOG.boot-failure).
 #
 # KVM is used when a probe boot shows that it works on this machine,
 # TCG otherwise; the choice is printed. Set VM_ACCEL=kvm|tcg to force one.
@@ -99,12 +101,29 @@ vng_args=(--run "$kdir" --disable-microvm --force-9p --memory "$memory" --cpus 2
 [ "$accel" = kvm ] || vng_args+=(--disable-kvm)
 [ ${#qopts[@]} -eq 0 ] || vng_args+=(--qemu-opts="${qopts[*]}")
 
+# The kernel bug report pattern ($oops) and failed_while_booting.
+. "$(dirname "$0")/boot-check.sh"
+
 log "vm: $(basename "$script") on $(basename "$kdir") ($accel, timeout ${timeout}s), log: $log"
-set +e
-timeout --kill-after=10 "$timeout" vng "${vng_args[@]}" --exec "$work/guest.sh" \
-	</dev/null 2>&1 | tee "$log" | { [ -n "${VM_QUIET:-}" ] && cat >/dev/null || cat; }
-rc=${PIPESTATUS[0]}
-set -e
+for attempt in 1 2; do
+	set +e
+	timeout --kill-after=10 "$timeout" vng "${vng_args[@]}" --exec "$work/guest.sh" \
+		</dev/null 2>&1 | tee "$log" | { [ -n "${VM_QUIET:-}" ] && cat >/dev/null || cat; }
+	rc=${PIPESTATUS[0]}
+	set -e
+	# A kernel that fails while it boots, before any test code has run,
+	# says nothing about the test (seen under TCG: an int3 oops while static
+	# keys are patched at boot). Boot once more; the first log is kept.
+	if [ "$attempt" -eq 1 ] && [ "$rc" -ne 124 ] && [ "$rc" -ne 137 ] &&
+		failed_while_booting "$log"; then
+		mv "$log" "$log.boot-failure"
+		rm -f "$out/.status"
+		echo "vm: the kernel failed while booting, before the script ran" \
+			"(log: $log.boot-failure); booting again" >&2
+		continue
+	fi
+	break
+done
 
 status=$(cat "$out/.status" 2>/dev/null || true)
 rm -f "$out/.status"
@@ -112,8 +131,6 @@ if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
 	echo "vm: FAILED: guest timed out after ${timeout}s (log: $log)" >&2
 	exit 124
 fi
-# Kernel messages carry a timestamp (CONFIG_PRINTK_TIME): only those count.
-oops='^\[ *[0-9]+\.[0-9]+\] (Kernel panic|BUG: |Oops|WARNING: CPU: |general protection fault|UBSAN: |kernel BUG at)'
 if grep -qE "$oops" "$log"; then
 	echo "vm: FAILED: the kernel reported a problem (log: $log):" >&2
 	grep -m5 -E -A3 "$oops" "$log" >&2
