@@ -1,10 +1,12 @@
 # shellcheck shell=bash
 # What vm/run.sh reads in a guest's console log. Source it; do not run it.
 
-# A kernel bug report. Kernel messages carry a timestamp
-# (CONFIG_PRINTK_TIME): only those count.
+# A kernel bug report: an oops or BUG (KASAN and KFENCE reports start with
+# "BUG:"), a panic, a WARN, a lockdep or RCU-lockdep splat, UBSAN, a hung
+# task. Kernel messages carry a timestamp (CONFIG_PRINTK_TIME): only those
+# count. kunit-tests/kernel-bugs.sh uses the same pattern.
 # shellcheck disable=SC2034
-oops='^\[ *[0-9]+\.[0-9]+\] (Kernel panic|BUG: |Oops|WARNING: CPU: |general protection fault|UBSAN: |kernel BUG at)'
+oops='^\[ *[0-9]+\.[0-9]+\] (Kernel panic|BUG: |Oops|WARNING: (CPU: |possible |inconsistent lock state|suspicious RCU usage)|general protection fault|UBSAN: |kernel BUG at|INFO: task .* blocked for more than)'
 
 # failed_while_booting LOG: whether the kernel reported a bug before the
 # guest wrapper started the script (its "guest: " line), or never got there.

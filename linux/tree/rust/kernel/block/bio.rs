@@ -445,15 +445,9 @@ impl<T: EndIo> NewBio<T> {
             },
             gfp,
         )?;
-        let bdev = bdev(&ctx.data).as_raw();
-        let nr_vecs = nr_vecs.min(bindings::BIO_MAX_VECS as u16);
-        // SAFETY: `bdev` is a valid device borrowed from `data`, which the context keeps alive
-        // until the bio completes; the set is initialized and outlives the bio (the context holds
-        // a reference to it).
-        let bio = unsafe {
-            bindings::bio_alloc_bioset(bdev, nr_vecs, op.as_raw(), gfp.as_raw(), set.as_raw())
-        };
-        let bio = NonNull::new(bio).ok_or(ENOMEM)?;
+        // SAFETY: The device is borrowed from `data`, which the context keeps alive until the bio
+        // completes; the context holds a reference to the set.
+        let bio = unsafe { alloc_bio(set, bdev(&ctx.data), op, nr_vecs, gfp)? };
         // SAFETY: The bio was just allocated and nobody else knows it.
         unsafe {
             (*bio.as_ptr()).bi_end_io = Some(end_io_callback::<T>);
@@ -470,10 +464,15 @@ impl<T: EndIo> NewBio<T> {
         self.bio.as_ptr()
     }
 
+    fn ctx(&self) -> &Context<T> {
+        // SAFETY: By the type invariant `bi_private` is a live `Context<T>`, only ever shared,
+        // until the bio completes, which is after `self` is gone.
+        unsafe { &*(*self.as_raw()).bi_private.cast::<Context<T>>() }
+    }
+
     /// Returns the value the bio carries.
     pub fn data(&self) -> &T {
-        // SAFETY: By the type invariant `bi_private` is a live `Context<T>`, only ever shared.
-        unsafe { &(*(*self.as_raw()).bi_private.cast::<Context<T>>()).data }
+        &self.ctx().data
     }
 
     /// Returns a view of the bio.
@@ -502,9 +501,7 @@ impl<T: EndIo> NewBio<T> {
     where
         F: for<'a> FnOnce(&'a T) -> &'a Page,
     {
-        // SAFETY: See `data`; the reference is bound to `self`.
-        let ctx = unsafe { &*(*self.as_raw()).bi_private.cast::<Context<T>>() };
-        add_page(self.as_raw(), page(&ctx.data), len, offset)
+        add_page(self.as_raw(), page(self.data()), len, offset)
     }
 
     /// Allocates a bio from the same set whose completion is folded into this one
@@ -522,16 +519,10 @@ impl<T: EndIo> NewBio<T> {
     where
         F: for<'a> FnOnce(&'a T) -> &'a BlockDevice,
     {
-        // SAFETY: See `data`; the reference is bound to `self`.
-        let ctx = unsafe { &*(*self.as_raw()).bi_private.cast::<Context<T>>() };
-        let bdev = bdev(&ctx.data).as_raw();
-        let nr_vecs = nr_vecs.min(bindings::BIO_MAX_VECS as u16);
-        // SAFETY: `bdev` is valid and kept alive by `data` until this bio completes, which is
-        // after the chained one; the set is alive and outlives both (the context holds it).
-        let bio = unsafe {
-            bindings::bio_alloc_bioset(bdev, nr_vecs, op.as_raw(), gfp.as_raw(), ctx._set.as_raw())
-        };
-        let bio = NonNull::new(bio).ok_or(ENOMEM)?;
+        let ctx = self.ctx();
+        // SAFETY: The device is borrowed from the data, which lives until this bio completes,
+        // after the chained one; the context holds a reference to the set.
+        let bio = unsafe { alloc_bio(&ctx._set, bdev(&ctx.data), op, nr_vecs, gfp)? };
         // SAFETY: Both bios are valid; the new one has no `bi_private` nor `bi_end_io`, and the
         // parent is not submitted (it is owned by `self`).
         unsafe { bindings::bio_chain(bio.as_ptr(), self.as_raw()) };
@@ -571,10 +562,49 @@ impl<T: EndIo> Drop for NewBio<T> {
     fn drop(&mut self) {
         // SAFETY: The bio is valid and owned, never submitted: ending it with an error runs its
         // completion (once its chained bios are done) and frees it.
-        unsafe {
-            (*self.as_raw()).bi_status = Status::from_error(EIO).as_raw();
-            bindings::bio_endio(self.as_raw());
+        unsafe { end_bio(self.as_raw(), Status::from_error(EIO)) };
+    }
+}
+
+/// Allocates a bio for `op` on `bdev` with room for `nr_vecs` (at most `BIO_MAX_VECS`) pages.
+///
+/// # Safety
+///
+/// `bdev` must stay valid, and `set` must not be dropped, until the bio is freed.
+unsafe fn alloc_bio(
+    set: &BioSet,
+    bdev: &BlockDevice,
+    op: Operation,
+    nr_vecs: u16,
+    gfp: AllocFlags,
+) -> Result<NonNull<bindings::bio>> {
+    let nr_vecs = nr_vecs.min(bindings::BIO_MAX_VECS as u16);
+    // SAFETY: The device and the initialized set outlive the bio, as the caller guarantees.
+    let bio = unsafe {
+        bindings::bio_alloc_bioset(
+            bdev.as_raw(),
+            nr_vecs,
+            op.as_raw(),
+            gfp.as_raw(),
+            set.as_raw(),
+        )
+    };
+    NonNull::new(bio).ok_or(ENOMEM)
+}
+
+/// Ends `bio` with `status` (`bio_endio()`). Success keeps an error already recorded on the bio
+/// by a bio chained or split off it.
+///
+/// # Safety
+///
+/// `bio` must be valid and owed an end by the caller, who does not use it afterwards.
+unsafe fn end_bio(bio: *mut bindings::bio, status: Status) {
+    // SAFETY: The caller owns the end of the valid bio.
+    unsafe {
+        if !status.is_ok() {
+            (*bio).bi_status = status.as_raw();
         }
+        bindings::bio_endio(bio);
     }
 }
 
@@ -639,10 +669,7 @@ impl<T: EndIo> Drop for ChainedBio<'_, T> {
     fn drop(&mut self) {
         // SAFETY: The bio is valid, owned and unsubmitted: ending it frees it and drops its
         // count on the parent.
-        unsafe {
-            (*self.bio.as_ptr()).bi_status = Status::from_error(EIO).as_raw();
-            bindings::bio_endio(self.bio.as_ptr());
-        }
+        unsafe { end_bio(self.bio.as_ptr(), Status::from_error(EIO)) };
     }
 }
 
@@ -713,14 +740,8 @@ impl PendingBio {
     }
 
     fn end_with(&mut self, status: Status) {
-        // SAFETY: The bio is owed an end by `self`; callers do not use it afterwards. An error
-        // already recorded (by a bio chained to this one) is kept: success does not overwrite it.
-        unsafe {
-            if !status.is_ok() {
-                (*self.as_raw()).bi_status = status.as_raw();
-            }
-            bindings::bio_endio(self.as_raw());
-        }
+        // SAFETY: The bio is owed an end by `self`; callers do not use it afterwards.
+        unsafe { end_bio(self.as_raw(), status) };
     }
 
     /// Passes the bio on to its device (`submit_bio_noacct()`), as after changing it with
