@@ -3,8 +3,10 @@
 //! blksnap: block device snapshots and changed-block tracking.
 //!
 //! The "blksnap" block device filter keeps, for each device it is attached to, a map of the
-//! blocks changed since tracking started (see `cbt`). The control device `/dev/blksnap-control`
-//! is the entry point for snapshots. The user interface is `include/uapi/linux/blksnap.h`.
+//! blocks changed since tracking started (see `cbt`), and does the copy-on-write of the device
+//! while a snapshot of it is taken (see `diff_area`). The control device `/dev/blksnap-control`
+//! creates, takes and destroys snapshots (see `snapshot`), whose images are disks of their own
+//! (see `image`). The user interface is `include/uapi/linux/blksnap.h`.
 
 use kernel::{
     block::filter,
@@ -12,8 +14,15 @@ use kernel::{
     prelude::*,
 };
 
+mod blkio;
 mod cbt;
+mod chunk;
 mod control;
+mod diff_area;
+mod diff_storage;
+mod event;
+mod image;
+mod snapshot;
 mod tracker;
 mod uapi;
 
@@ -36,6 +45,30 @@ module! {
             default: 26,
             description: "log2 of the largest tracking block size, in bytes",
         },
+        chunk_minimum_shift: u32 {
+            default: 18,
+            description: "log2 of the smallest copy-on-write chunk size, in bytes",
+        },
+        chunk_maximum_count: u32 {
+            default: 2097152,
+            description: "Number of chunks above which the chunk size grows",
+        },
+        chunk_maximum_shift: u32 {
+            default: 26,
+            description: "log2 of the largest copy-on-write chunk size, in bytes",
+        },
+        chunk_maximum_in_queue: u32 {
+            default: 16,
+            description: "Chunks waiting to be stored (v6 compatibility; not a limit yet)",
+        },
+        free_diff_buffer_pool_size: u32 {
+            default: 128,
+            description: "Chunk buffers kept for reuse (v6 compatibility; not used yet)",
+        },
+        diff_storage_minimum: u32 {
+            default: 2097152,
+            description: "Sectors by which a file difference storage grows (v6 compatibility)",
+        },
     },
 }
 
@@ -48,21 +81,41 @@ fn tracking_params() -> cbt::Params {
     )
 }
 
+/// The chunk size parameters, as given on the kernel command line, brought into range.
+fn chunk_params() -> chunk::Params {
+    chunk::Params::new(
+        module_parameters::chunk_minimum_shift.value(),
+        u64::from(module_parameters::chunk_maximum_count.value()),
+        module_parameters::chunk_maximum_shift.value(),
+    )
+}
+
 #[pin_data]
 struct Blksnap {
-    _filter: filter::Registration<tracker::Tracker>,
+    _registry: (),
     #[pin]
     _control: MiscDeviceRegistration<control::Control>,
+    /// Registered last: no filter can be attached before the rest is ready.
+    #[pin]
+    _filter: filter::Registration<tracker::Tracker>,
 }
 
 impl kernel::InPlaceModule for Blksnap {
     fn init(module: &'static ThisModule) -> impl PinInit<Self, Error> {
         pr_info!("tracking block parameters: {:?}\n", tracking_params());
+        pr_info!(
+            "chunk parameters: {:?}, in queue {}, buffer pool {}, storage step {} sectors\n",
+            chunk_params(),
+            module_parameters::chunk_maximum_in_queue.value(),
+            module_parameters::free_diff_buffer_pool_size.value(),
+            module_parameters::diff_storage_minimum.value()
+        );
         try_pin_init!(Self {
-            _filter: filter::Registration::register(module)?,
+            _registry: snapshot::init(chunk_params())?,
             _control <- MiscDeviceRegistration::register(MiscDeviceOptions {
                 name: uapi::CONTROL_NAME,
             }),
+            _filter <- filter::Registration::register(module),
         })
     }
 }

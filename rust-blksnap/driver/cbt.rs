@@ -5,13 +5,28 @@
 //! The device is cut into blocks of equal, power-of-two size, and the map holds one byte per
 //! block. A write stores the current changes number in the bytes of the blocks it touches.
 //!
-//! There are two copies of the map. The active one is updated by the I/O path. The snapshot copy
-//! is what user space reads: taking a snapshot copies the active map into it and starts a new
-//! changes number. When the changes number would pass 255, the active map is cleared and a new
-//! generation (a random UUID) begins, since old numbers can no longer be told from new ones.
+//! There are two copies of the map, both allocated when tracking starts. The active one is
+//! updated by the I/O path. The frozen copy is what user space reads: a take copies the active
+//! map into it and starts a new changes number. When the changes number would pass 255, the
+//! active map is cleared and a new generation (a random UUID) begins, since old numbers can no
+//! longer be told from new ones.
+//!
+//! A take happens while the file system on the device is frozen, so it must not allocate: what it
+//! may need is allocated beforehand by [`Cbt::prepare_take`], which may fail, and [`Cbt::take`]
+//! itself cannot. Memory is only needed when the capacity of the device changed: the maps are
+//! sized for the capacity seen when tracking started (or at the last resize), so a write past it
+//! cannot be recorded. Such a write, or a new capacity seen by `prepare_take`, makes the next take
+//! start a new generation with maps sized for the new capacity, in which every block counts as
+//! changed: clients then make a full backup.
 
-use core::ops::Range;
-use kernel::{new_mutex, new_spinlock, prelude::*, random, sync::Mutex, sync::SpinLock};
+use core::{mem, ops::Range};
+use kernel::{
+    block::bdev::DevT,
+    new_mutex, new_spinlock,
+    prelude::*,
+    random,
+    sync::{Mutex, SpinLock},
+};
 
 /// log2 of the sector size.
 const SECTOR_SHIFT: u32 = kernel::block::SECTOR_SHIFT;
@@ -81,6 +96,11 @@ impl Geometry {
         })
     }
 
+    /// Returns the capacity of the device in sectors.
+    pub(crate) fn capacity_sectors(&self) -> u64 {
+        self.capacity_sectors
+    }
+
     /// Returns the capacity of the device in bytes.
     pub(crate) fn capacity_bytes(&self) -> u64 {
         self.capacity_sectors.saturating_mul(1 << SECTOR_SHIFT)
@@ -114,17 +134,34 @@ impl Geometry {
     }
 }
 
-/// The map that the I/O path updates.
-struct Active {
-    map: KVVec<u8>,
-    number: u8,
-    generation: Generation,
+/// A change map: for each block, the changes number of the interval in which it was last
+/// written, or 0 if it was not written since its generation began.
+type Map = KVVec<u8>;
+
+/// Allocates a map for `geometry` with every byte `value`.
+fn new_map(geometry: &Geometry, value: u8) -> Result<Map> {
+    Ok(KVVec::from_elem(
+        value,
+        geometry.block_count() as usize,
+        GFP_KERNEL,
+    )?)
 }
 
-/// The map as frozen by the last snapshot; the one user space reads.
+/// The map that the I/O path updates.
+struct Active {
+    geometry: Geometry,
+    map: Map,
+    number: u8,
+    generation: Generation,
+    /// A write reached past the capacity of the geometry: the device grew.
+    grown: bool,
+}
+
+/// The map as frozen by the last take; the one user space reads.
 struct Frozen {
-    /// Allocated when the first snapshot is taken; all zeroes until then.
-    map: Option<KVVec<u8>>,
+    geometry: Geometry,
+    /// All zeroes until the first take.
+    map: Map,
     number: u8,
     generation: Generation,
 }
@@ -137,18 +174,41 @@ pub(crate) struct Info {
     pub(crate) changes_number: u8,
 }
 
+/// What a take needs, made by [`Cbt::prepare_take`] before the device is frozen.
+pub(crate) struct PreparedTake {
+    /// The generation that the take starts, if it starts one.
+    generation: Generation,
+    /// The maps of a new generation for a new capacity, if the capacity changed.
+    resize: Option<Resize>,
+}
+
+/// The maps of a new generation, sized for the new capacity of the device.
+///
+/// # Invariants
+///
+/// Both maps are `geometry.block_count()` bytes long; `active` is all zeroes, `frozen` all ones.
+struct Resize {
+    geometry: Geometry,
+    active: Map,
+    frozen: Map,
+}
+
 /// The change tracker of one block device.
 ///
 /// Lock order: `frozen` before `active`.
 ///
 /// # Invariants
 ///
-/// The active map and, once allocated, the frozen map are `geometry.block_count()` bytes long.
-/// Every byte of the active map is at most `active.number`, every byte of the frozen map at most
-/// `frozen.number`, and `frozen.number < active.number` when both are of the same generation.
+/// - Both maps are `geometry.block_count()` bytes long, and both states have the same geometry.
+/// - Every byte of the active map is at most `active.number`, every byte of the frozen map at
+///   most `frozen.number`, and `frozen.number < active.number` when both are of the same
+///   generation.
 #[pin_data]
 pub(crate) struct Cbt {
-    geometry: Geometry,
+    /// The device, for the log.
+    dev: DevT,
+    /// How block sizes are chosen, for the maps of a new capacity.
+    params: Params,
     #[pin]
     active: SpinLock<Active>,
     #[pin]
@@ -156,22 +216,33 @@ pub(crate) struct Cbt {
 }
 
 impl Cbt {
-    /// Makes the tracker of a device with the given geometry, with a new generation.
+    /// Makes the tracker of the device `dev` with the given geometry, with a new generation;
+    /// `params` choose the geometry when the capacity of the device changes.
     ///
-    /// Allocates the active map; fails with `ENOMEM` if that is not possible.
-    pub(crate) fn new(geometry: Geometry) -> Result<impl PinInit<Self, Error>> {
-        let map = KVVec::from_elem(0u8, geometry.block_count() as usize, GFP_KERNEL)?;
+    /// Allocates both maps; fails with `ENOMEM` if that is not possible.
+    pub(crate) fn new(
+        dev: DevT,
+        geometry: Geometry,
+        params: Params,
+    ) -> Result<impl PinInit<Self, Error>> {
+        let active = new_map(&geometry, 0)?;
+        let frozen = new_map(&geometry, 0)?;
         let generation = random::uuid_v4();
-        // INVARIANT: The map has the size of the geometry and is all zeroes, below both numbers.
+        // INVARIANT: The maps have the size of the geometry and are all zeroes, below both
+        // numbers.
         Ok(try_pin_init!(Self {
-            geometry,
+            dev,
+            params,
             active <- new_spinlock!(Active {
-                map,
+                geometry,
+                map: active,
                 number: 1,
                 generation,
+                grown: false,
             }),
             frozen <- new_mutex!(Frozen {
-                map: None,
+                geometry,
+                map: frozen,
                 number: 0,
                 generation,
             }),
@@ -184,37 +255,59 @@ impl Cbt {
         expect(dead_code, reason = "only the tests ask for it so far")
     )]
     pub(crate) fn memory(&self) -> usize {
-        let frozen = self.frozen.lock().map.is_some();
-        self.geometry.block_count() as usize * (1 + usize::from(frozen))
+        let frozen = self.frozen.lock();
+        let active = self.active.lock();
+        frozen.map.len() + active.map.len()
     }
 
     /// Marks the blocks that the `count` sectors from `sector` touch as changed.
     ///
-    /// Called for every write; never sleeps.
+    /// The caller cuts the range at the current end of the device, where the block layer fails
+    /// the I/O: a range that goes past the capacity of the maps means that the device grew, and
+    /// makes the next take start a new generation.
+    ///
+    /// Called for every write; never sleeps. It takes the lock of the active map even when every
+    /// block of the range holds the current number already: checking that without the lock would
+    /// read a map that a take starting a new generation may free meanwhile, which needs an
+    /// RCU-protected pointer to the map.
     pub(crate) fn mark(&self, sector: u64, count: u64) {
-        let Some(blocks) = self.geometry.blocks(sector, count) else {
+        if count == 0 {
             return;
-        };
+        }
         let mut active = self.active.lock();
+        let geometry = active.geometry;
+        let grew = sector.saturating_add(count) > geometry.capacity_sectors() && !active.grown;
+        active.grown |= grew;
         let number = active.number;
-        if let Some(bytes) = active.map.get_mut(blocks) {
+        if let Some(bytes) = geometry
+            .blocks(sector, count)
+            .and_then(|blocks| active.map.get_mut(blocks))
+        {
             bytes.fill(number);
+        }
+        drop(active);
+        if grew {
+            pr_info!(
+                "{}: write past the {} sectors tracked: the next take starts a new generation\n",
+                self.dev,
+                geometry.capacity_sectors()
+            );
         }
     }
 
     /// Marks the blocks that the `count` sectors from `sector` touch as changed, in the active
     /// map and in the frozen one, for data changed behind the tracker's back.
-    pub(crate) fn mark_dirty(&self, sector: u64, count: u64) {
-        let Some(blocks) = self.geometry.blocks(sector, count) else {
-            return;
-        };
+    ///
+    /// A range that starts inside the device is cut at its end. Fails with `EINVAL` if `count`
+    /// is 0 or `sector` is at or past the end of the device (as far as the maps cover it).
+    pub(crate) fn mark_dirty(&self, sector: u64, count: u64) -> Result {
         let mut frozen = self.frozen.lock();
+        if sector >= frozen.geometry.capacity_sectors() {
+            return Err(EINVAL);
+        }
+        let blocks = frozen.geometry.blocks(sector, count).ok_or(EINVAL)?;
         let frozen_number = frozen.number;
-        if let Some(bytes) = frozen
-            .map
-            .as_mut()
-            .and_then(|map| map.get_mut(blocks.clone()))
-        {
+        if let Some(bytes) = frozen.map.get_mut(blocks.clone()) {
             bytes.fill(frozen_number);
         }
         let mut active = self.active.lock();
@@ -222,97 +315,155 @@ impl Cbt {
         if let Some(bytes) = active.map.get_mut(blocks) {
             bytes.fill(number);
         }
+        Ok(())
     }
 
-    /// Takes a snapshot of the map: freezes a copy of the active map and starts a new changes
-    /// number. Returns whether that began a new generation: after the snapshot with changes
-    /// number 255 the active map is cleared and numbering starts again from 1.
+    /// Prepares a take, for a device of `capacity_sectors` sectors now.
     ///
-    /// Fails with `ENOMEM` if the frozen copy cannot be allocated (the first time only).
+    /// Call it before the device is frozen: if the capacity changed since the maps were sized,
+    /// or a write went past their end, this allocates the maps of a new generation, with the
+    /// geometry that the parameters of the tracker choose for the capacity. Fails with `ENOMEM`
+    /// if they cannot be allocated, with `EFBIG` if the capacity needs too many blocks.
     #[cfg_attr(
         not(CONFIG_BLKSNAP_KUNIT_TEST),
         expect(dead_code, reason = "snapshots are not implemented yet")
     )]
-    pub(crate) fn take(&self) -> Result<bool> {
-        let mut frozen = self.frozen.lock();
-        if frozen.map.is_none() {
-            frozen.map = Some(KVVec::from_elem(
-                0u8,
-                self.geometry.block_count() as usize,
-                GFP_KERNEL,
-            )?);
-            pr_info!(
-                "snapshot copy of the change map: {} bytes\n",
-                self.geometry.block_count()
-            );
-        }
-        let next_generation = random::uuid_v4();
-        let mut active = self.active.lock();
-        if let Some(map) = frozen.map.as_mut() {
-            // Both maps have the size of the geometry; a zipped copy cannot panic.
-            for (to, from) in map.iter_mut().zip(active.map.iter()) {
-                *to = *from;
+    pub(crate) fn prepare_take(&self, capacity_sectors: u64) -> Result<PreparedTake> {
+        let (geometry, grown) = {
+            let active = self.active.lock();
+            (active.geometry, active.grown)
+        };
+        let resize = if grown || capacity_sectors != geometry.capacity_sectors() {
+            let geometry = Geometry::new(capacity_sectors, &self.params)?;
+            // INVARIANT: Both maps are made for `geometry`, filled as required.
+            Some(Resize {
+                geometry,
+                active: new_map(&geometry, 0)?,
+                frozen: new_map(&geometry, 1)?,
+            })
+        } else {
+            None
+        };
+        Ok(PreparedTake {
+            generation: random::uuid_v4(),
+            resize,
+        })
+    }
+
+    /// Takes a snapshot of the map: freezes a copy of the active map and starts a new changes
+    /// number. Never allocates, never fails.
+    ///
+    /// Returns whether a new generation began. After the take with changes number 255 the
+    /// active map is cleared and numbering starts again from 1 in a new generation. With maps
+    /// prepared for a new capacity, the take itself starts a new generation with them: the
+    /// frozen map shows every block changed with changes number 1, and the active map goes on
+    /// with 2. A write past the end that comes after [`Cbt::prepare_take`] is answered by the
+    /// next take.
+    #[cfg_attr(
+        not(CONFIG_BLKSNAP_KUNIT_TEST),
+        expect(dead_code, reason = "snapshots are not implemented yet")
+    )]
+    pub(crate) fn take(&self, prepared: PreparedTake) -> bool {
+        match prepared.resize {
+            None => self.switch(prepared.generation),
+            Some(resize) => {
+                self.restart(resize, prepared.generation);
+                true
             }
+        }
+    }
+
+    /// Freezes a copy of the active map and starts a new changes number, or a new generation
+    /// `next` after 255. Returns whether a new generation began.
+    fn switch(&self, next: Generation) -> bool {
+        let mut frozen = self.frozen.lock();
+        let mut active = self.active.lock();
+        // Both maps have the size of the geometry; a zipped copy cannot panic.
+        for (to, from) in frozen.map.iter_mut().zip(active.map.iter()) {
+            *to = *from;
         }
         frozen.number = active.number;
         frozen.generation = active.generation;
         if active.number == u8::MAX {
             active.map.fill(0);
             active.number = 1;
-            active.generation = next_generation;
-            Ok(true)
+            active.generation = next;
+            true
         } else {
             active.number += 1;
-            Ok(false)
+            false
         }
+    }
+
+    /// Starts the generation `next` with the maps of `resize`.
+    fn restart(&self, resize: Resize, next: Generation) {
+        let Resize {
+            geometry,
+            active: active_map,
+            frozen: frozen_map,
+        } = resize;
+        let mut frozen = self.frozen.lock();
+        let mut active = self.active.lock();
+        let old = active.geometry;
+        // INVARIANT: By the invariant of `Resize`, the new maps fit the new geometry of both
+        // states, and each of their bytes is at most the new numbers, 1 < 2.
+        let old_active = mem::replace(&mut active.map, active_map);
+        active.geometry = geometry;
+        active.number = 2;
+        active.generation = next;
+        active.grown = false;
+        let old_frozen = mem::replace(&mut frozen.map, frozen_map);
+        frozen.geometry = geometry;
+        frozen.number = 1;
+        frozen.generation = next;
+        drop(active);
+        drop(frozen);
+        // Outside of the locks: freeing memory from `vmalloc()` may sleep.
+        drop(old_active);
+        drop(old_frozen);
+        pr_info!(
+            "{}: capacity changed from {} to {} sectors: new generation, {} blocks of {} bytes\n",
+            self.dev,
+            old.capacity_sectors(),
+            geometry.capacity_sectors(),
+            geometry.block_count(),
+            geometry.block_size()
+        );
     }
 
     /// Describes the frozen map.
     pub(crate) fn info(&self) -> Info {
         let frozen = self.frozen.lock();
         Info {
-            geometry: self.geometry,
+            geometry: frozen.geometry,
             generation: frozen.generation,
             changes_number: frozen.number,
         }
     }
 
-    /// Reads up to `length` bytes of the frozen map from byte `offset`, passing them to `sink` in
-    /// pieces. Returns the number of bytes read: fewer than `length` at the end of the map, zero
-    /// when `offset` is the end. Fails with `EINVAL` if `offset` is past the end, or with the
-    /// error of `sink`.
+    /// Reads up to `length` bytes of the frozen map from byte `offset`, passing them to `sink`.
+    /// Returns the number of bytes read: fewer than `length` at the end of the map, zero when
+    /// `offset` is the end. Fails with `EINVAL` if `offset` is past the end, or with the error of
+    /// `sink`.
     pub(crate) fn read_map(
         &self,
         offset: u32,
         length: u32,
         sink: &mut dyn FnMut(&[u8]) -> Result,
     ) -> Result<u32> {
-        let count = self.geometry.block_count();
+        let frozen = self.frozen.lock();
+        let count = frozen.geometry.block_count();
         if offset > count {
             return Err(EINVAL);
         }
         let n = length.min(count - offset);
         let range = offset as usize..(offset + n) as usize;
-        let frozen = self.frozen.lock();
-        match frozen.map.as_ref() {
-            Some(map) => sink(map.get(range).ok_or(EINVAL)?)?,
-            None => {
-                // No snapshot yet: the map is all zeroes.
-                const ZEROES: [u8; 256] = [0; 256];
-                let mut left = range.len();
-                while left > 0 {
-                    let piece = left.min(ZEROES.len());
-                    sink(&ZEROES[..piece])?;
-                    left -= piece;
-                }
-            }
-        }
+        sink(frozen.map.get(range).ok_or(EINVAL)?)?;
         Ok(n)
     }
 }
-
 #[cfg(CONFIG_BLKSNAP_KUNIT_TEST)]
-#[kernel::prelude::kunit_tests(blksnap_cbt)]
+#[kunit_tests(blksnap_cbt)]
 mod tests {
     use super::*;
 
@@ -324,7 +475,17 @@ mod tests {
 
     fn tracker(capacity_sectors: u64, params: &Params) -> Result<Pin<KBox<Cbt>>> {
         let geometry = Geometry::new(capacity_sectors, params)?;
-        KBox::pin_init(Cbt::new(geometry)?, GFP_KERNEL)
+        KBox::pin_init(Cbt::new(DevT::new(0, 0), geometry, *params)?, GFP_KERNEL)
+    }
+
+    /// Takes a snapshot of the map at an unchanged capacity; fails with `EINVAL` if that would
+    /// need memory.
+    fn take(cbt: &Cbt) -> Result<bool> {
+        let prepared = cbt.prepare_take(cbt.info().geometry.capacity_sectors())?;
+        if prepared.resize.is_some() {
+            return Err(EINVAL);
+        }
+        Ok(cbt.take(prepared))
     }
 
     /// Reads the whole frozen map.
@@ -408,18 +569,16 @@ mod tests {
         assert_eq!(cbt.info().geometry.block_count(), 8);
         // Straddles blocks 1 and 2.
         cbt.mark(15, 2);
-        // The last, partial block; the part past the end of the device is ignored.
-        cbt.mark(60, 100);
-        // Entirely past the end, and empty.
-        cbt.mark(1000, 8);
+        // The last sector, in the last, partial block.
+        cbt.mark(60, 1);
+        // Empty.
         cbt.mark(0, 0);
         assert_eq!(frozen_map(&cbt)?.as_slice(), &[0u8; 8]);
-        assert!(!cbt.take()?);
+        assert!(!take(&cbt)?);
         assert_eq!(frozen_map(&cbt)?.as_slice(), &[0, 1, 1, 0, 0, 0, 0, 1]);
-        // The range ending at the very last sector addressable.
-        cbt.mark(u64::MAX - 1, 2);
-        cbt.mark(0, u64::MAX);
-        cbt.take()?;
+        // The whole device.
+        cbt.mark(0, 61);
+        assert!(!take(&cbt)?);
         assert_eq!(frozen_map(&cbt)?.as_slice(), &[2u8; 8]);
         Ok(())
     }
@@ -431,9 +590,9 @@ mod tests {
         let start = cbt.info();
         assert_eq!(start.changes_number, 0);
         cbt.mark(0, 1);
-        cbt.take()?;
+        take(&cbt)?;
         cbt.mark(8, 1);
-        cbt.take()?;
+        take(&cbt)?;
         let info = cbt.info();
         assert_eq!(info.changes_number, 2);
         assert_eq!(info.generation, start.generation);
@@ -449,25 +608,25 @@ mod tests {
         cbt.mark(0, 1);
         // Snapshots 1 to 254 stay in the first generation.
         for _ in 0..254 {
-            assert!(!cbt.take()?);
+            assert!(!take(&cbt)?);
         }
         cbt.mark(8, 1);
         // Snapshot 255 is still in it, but the changes number cannot go on from there.
-        assert!(cbt.take()?);
+        assert!(take(&cbt)?);
         let info = cbt.info();
         assert_eq!(info.changes_number, 255);
         assert_eq!(info.generation, first);
         assert_eq!(frozen_map(&cbt)?.as_slice(), &[1, 255, 0, 0, 0, 0, 0, 0]);
         // A new generation, its map cleared, numbered from 1 again.
         cbt.mark(16, 1);
-        assert!(!cbt.take()?);
+        assert!(!take(&cbt)?);
         let info = cbt.info();
         let second = info.generation;
         assert_eq!(info.changes_number, 1);
         assert!(second != first);
         assert_eq!(frozen_map(&cbt)?.as_slice(), &[0, 0, 1, 0, 0, 0, 0, 0]);
         cbt.mark(24, 1);
-        assert!(!cbt.take()?);
+        assert!(!take(&cbt)?);
         assert_eq!(cbt.info().changes_number, 2);
         assert_eq!(cbt.info().generation, second);
         assert_eq!(frozen_map(&cbt)?.as_slice(), &[0, 0, 1, 2, 0, 0, 0, 0]);
@@ -478,17 +637,38 @@ mod tests {
     fn dirty_ranges_reach_both_maps() -> Result {
         let p = Params::new(12, 1024, 12);
         let cbt = tracker(64, &p)?;
-        // Before any snapshot only the active map exists.
-        cbt.mark_dirty(0, 1);
-        cbt.take()?;
+        // Before any take the frozen map has nothing to show.
+        cbt.mark_dirty(0, 1)?;
+        assert_eq!(frozen_map(&cbt)?.as_slice(), &[0u8; 8]);
+        take(&cbt)?;
         assert_eq!(frozen_map(&cbt)?.as_slice(), &[1, 0, 0, 0, 0, 0, 0, 0]);
-        // After one, the frozen map shows the range at once, with its own number.
-        cbt.mark_dirty(23, 10);
-        cbt.mark_dirty(63, u64::MAX);
-        cbt.mark_dirty(64, 1);
+        // After one, the frozen map shows the range at once, with its own number. A range that
+        // runs past the end of the device is cut there.
+        cbt.mark_dirty(23, 10)?;
+        cbt.mark_dirty(63, u64::MAX)?;
         assert_eq!(frozen_map(&cbt)?.as_slice(), &[1, 0, 1, 1, 1, 0, 0, 1]);
-        cbt.take()?;
+        take(&cbt)?;
         assert_eq!(frozen_map(&cbt)?.as_slice(), &[1, 0, 2, 2, 2, 0, 0, 2]);
+        Ok(())
+    }
+
+    #[test]
+    fn dirty_ranges_outside_the_device_are_refused() -> Result {
+        let p = Params::new(12, 1024, 12);
+        let cbt = tracker(64, &p)?;
+        take(&cbt)?;
+        assert_eq!(cbt.mark_dirty(64, 1).err(), Some(EINVAL));
+        assert_eq!(cbt.mark_dirty(1000, 8).err(), Some(EINVAL));
+        assert_eq!(cbt.mark_dirty(u64::MAX - 7, 8).err(), Some(EINVAL));
+        assert_eq!(cbt.mark_dirty(u64::MAX, u64::MAX).err(), Some(EINVAL));
+        assert_eq!(cbt.mark_dirty(8, 0).err(), Some(EINVAL));
+        // They marked nothing, and are no sign that the device grew.
+        assert_eq!(frozen_map(&cbt)?.as_slice(), &[0u8; 8]);
+        take(&cbt)?;
+        assert_eq!(frozen_map(&cbt)?.as_slice(), &[0u8; 8]);
+        // A device without sectors refuses every range.
+        let empty = tracker(0, &p)?;
+        assert_eq!(empty.mark_dirty(0, 1).err(), Some(EINVAL));
         Ok(())
     }
 
@@ -500,7 +680,7 @@ mod tests {
         for block in (0..1000).step_by(3) {
             cbt.mark(block, 1);
         }
-        cbt.take()?;
+        take(&cbt)?;
         let mut got = KVec::new();
         let n = cbt.read_map(7, 13, &mut |piece| {
             got.extend_from_slice(piece, GFP_KERNEL)?;
@@ -532,9 +712,168 @@ mod tests {
         let map = frozen_map(&cbt)?;
         assert_eq!(map.len(), 700);
         assert!(map.iter().all(|&b| b == 0));
-        assert_eq!(cbt.memory(), 700);
-        cbt.take()?;
+        Ok(())
+    }
+
+    #[test]
+    fn both_maps_are_allocated_when_tracking_starts() -> Result {
+        let p = Params::new(9, 1 << 20, 9);
+        let cbt = tracker(700, &p)?;
         assert_eq!(cbt.memory(), 1400);
+        cbt.mark(0, 700);
+        // A take at the same capacity needs no memory.
+        let prepared = cbt.prepare_take(700)?;
+        assert!(prepared.resize.is_none());
+        assert!(!cbt.take(prepared));
+        assert_eq!(cbt.memory(), 1400);
+        assert!(frozen_map(&cbt)?.iter().all(|&b| b == 1));
+        // Nor does the one that wraps the changes number around.
+        for _ in 0..253 {
+            assert!(!take(&cbt)?);
+        }
+        assert_eq!(cbt.info().changes_number, 254);
+        assert!(take(&cbt)?);
+        assert_eq!(cbt.memory(), 1400);
+        Ok(())
+    }
+
+    #[test]
+    fn a_prepared_take_waits_for_the_take() -> Result {
+        let p = Params::new(12, 1024, 12);
+        let cbt = tracker(64, &p)?;
+        let first = cbt.info();
+        cbt.mark(0, 1);
+        let prepared = cbt.prepare_take(64)?;
+        // Preparing changes nothing that user space sees, and writes still count.
+        cbt.mark(8, 1);
+        let info = cbt.info();
+        assert_eq!(info.changes_number, 0);
+        assert_eq!(info.generation, first.generation);
+        assert!(!cbt.take(prepared));
+        assert_eq!(cbt.info().changes_number, 1);
+        assert_eq!(cbt.info().generation, first.generation);
+        assert_eq!(frozen_map(&cbt)?.as_slice(), &[1, 1, 0, 0, 0, 0, 0, 0]);
+        // A prepared take that is dropped leaves no trace.
+        drop(cbt.prepare_take(128)?);
+        assert_eq!(cbt.info().geometry, first.geometry);
+        assert!(!take(&cbt)?);
+        assert_eq!(cbt.info().changes_number, 2);
+        Ok(())
+    }
+
+    #[test]
+    fn growth_starts_a_new_generation_at_the_new_size() -> Result {
+        let p = Params::new(12, 1024, 12);
+        let cbt = tracker(64, &p)?;
+        cbt.mark(0, 1);
+        assert!(!take(&cbt)?);
+        let first = cbt.info();
+        // The device grew to 100 sectors; a write reaches into the new part. The part that the
+        // maps cover is marked as usual.
+        cbt.mark(60, 40);
+        let prepared = cbt.prepare_take(100)?;
+        assert!(prepared.resize.is_some());
+        // Until the take, user space sees the old map.
+        assert_eq!(cbt.info().generation, first.generation);
+        assert_eq!(cbt.info().geometry.capacity_sectors(), 64);
+        assert!(cbt.take(prepared));
+        // A new generation at the new size, every block changed: clients make a full backup.
+        let info = cbt.info();
+        assert!(info.generation != first.generation);
+        assert_eq!(info.changes_number, 1);
+        assert_eq!(info.geometry.capacity_sectors(), 100);
+        assert_eq!(info.geometry.capacity_bytes(), 51200);
+        assert_eq!(info.geometry.block_size(), 4096);
+        assert_eq!(info.geometry.block_count(), 13);
+        assert_eq!(frozen_map(&cbt)?.as_slice(), &[1u8; 13]);
+        assert_eq!(cbt.memory(), 26);
+        // Tracking goes on in the new generation, over the whole device.
+        cbt.mark(96, 4);
+        assert!(!take(&cbt)?);
+        let next = cbt.info();
+        assert_eq!(next.generation, info.generation);
+        assert_eq!(next.changes_number, 2);
+        let mut want = [0u8; 13];
+        want[12] = 2;
+        assert_eq!(frozen_map(&cbt)?.as_slice(), &want);
+        Ok(())
+    }
+
+    #[test]
+    fn a_new_capacity_alone_starts_a_new_generation() -> Result {
+        let p = Params::new(12, 1024, 12);
+        let cbt = tracker(64, &p)?;
+        let first = cbt.info().generation;
+        // The device shrank, and nothing was written: the maps are resized all the same.
+        let prepared = cbt.prepare_take(32)?;
+        assert!(cbt.take(prepared));
+        let info = cbt.info();
+        assert!(info.generation != first);
+        assert_eq!(info.geometry.capacity_sectors(), 32);
+        assert_eq!(frozen_map(&cbt)?.as_slice(), &[1u8; 4]);
+        // At an unchanged capacity the next take is an ordinary one.
+        assert!(!take(&cbt)?);
+        assert_eq!(cbt.info().generation, info.generation);
+        assert_eq!(frozen_map(&cbt)?.as_slice(), &[0u8; 4]);
+        Ok(())
+    }
+
+    #[test]
+    fn a_write_past_the_end_alone_starts_a_new_generation() -> Result {
+        let p = Params::new(12, 1024, 12);
+        let cbt = tracker(64, &p)?;
+        let first = cbt.info().generation;
+        // The device grew and shrank back before the take: the capacity looks unchanged, but
+        // the maps missed a write.
+        cbt.mark(u64::MAX - 1, 2);
+        let prepared = cbt.prepare_take(64)?;
+        assert!(prepared.resize.is_some());
+        assert!(cbt.take(prepared));
+        let info = cbt.info();
+        assert!(info.generation != first);
+        assert_eq!(info.changes_number, 1);
+        assert_eq!(frozen_map(&cbt)?.as_slice(), &[1u8; 8]);
+        // The sign of growth went with the old generation.
+        assert!(!take(&cbt)?);
+        assert_eq!(cbt.info().changes_number, 2);
+        Ok(())
+    }
+
+    #[test]
+    fn a_write_past_the_end_after_prepare_waits_for_the_next_take() -> Result {
+        let p = Params::new(12, 1024, 12);
+        let cbt = tracker(64, &p)?;
+        let first = cbt.info().generation;
+        let prepared = cbt.prepare_take(64)?;
+        // The device grows between the preparation and the take, which has no memory for it.
+        cbt.mark(64, 8);
+        assert!(!cbt.take(prepared));
+        assert_eq!(cbt.info().generation, first);
+        assert_eq!(cbt.info().geometry.capacity_sectors(), 64);
+        // The next take does it.
+        let prepared = cbt.prepare_take(72)?;
+        assert!(prepared.resize.is_some());
+        assert!(cbt.take(prepared));
+        assert!(cbt.info().generation != first);
+        assert_eq!(cbt.info().geometry.block_count(), 9);
+        Ok(())
+    }
+
+    #[test]
+    fn a_failed_prepare_changes_nothing() -> Result {
+        // Blocks of one sector, however many.
+        let p = Params::new(9, 1, 9);
+        let cbt = tracker(64, &p)?;
+        cbt.mark(0, 1);
+        let before = cbt.info();
+        // A map beyond u32::MAX blocks is refused rather than allocated.
+        assert_eq!(cbt.prepare_take(1u64 << 40).err(), Some(EFBIG));
+        let after = cbt.info();
+        assert_eq!(after.geometry, before.geometry);
+        assert_eq!(after.generation, before.generation);
+        assert_eq!(cbt.memory(), 128);
+        assert!(!take(&cbt)?);
+        assert_eq!(frozen_map(&cbt)?.first(), Some(&1));
         Ok(())
     }
 }

@@ -5,29 +5,221 @@
 
 use crate::{
     cbt::{Cbt, Geometry},
-    uapi::{self, ctl},
+    diff_area::DiffArea,
+    snapshot,
+    uapi::{self, ctl, Uuid},
 };
 use core::mem::size_of;
 use kernel::{
     block::{
         bdev::{BlockDevice, DevT},
-        bio::{Bio, Operation},
-        filter::{CtlBuffer, Filter, Operations},
+        bio::Operation,
+        filter::{CtlBuffer, Filter, FilterBio},
     },
+    new_mutex, new_spinlock,
     prelude::*,
+    sync::{
+        atomic::{Acquire, Atomic, Relaxed, Release},
+        Arc, Mutex, SpinLock,
+    },
     uaccess::UserSlice,
 };
+
+/// The snapshot a device belongs to.
+struct Membership {
+    snapshot: Option<Uuid>,
+    /// Set once the snapshot is taken and the image disk exists.
+    image: bool,
+}
+
+/// What a tracked device shares with the snapshot it belongs to: its change tracker, and its
+/// copy-on-write while a snapshot of it is taken.
+#[pin_data]
+pub(crate) struct Link {
+    dev: DevT,
+    /// The whole disk of the device.
+    disk: DevT,
+    /// The device has an integrity or an inline encryption profile.
+    refuse: Option<&'static str>,
+    #[pin]
+    cbt: Cbt,
+    /// Whether `cow` may be set: the I/O path looks at the lock only then.
+    cow_on: Atomic<bool>,
+    #[pin]
+    cow: SpinLock<Option<Arc<DiffArea>>>,
+    detached: Atomic<bool>,
+    #[pin]
+    member: Mutex<Membership>,
+}
+
+impl Link {
+    /// Returns the device number.
+    pub(crate) fn dev(&self) -> DevT {
+        self.dev
+    }
+
+    /// Returns the device number of the device's whole disk.
+    pub(crate) fn disk(&self) -> DevT {
+        self.disk
+    }
+
+    /// Returns why the device cannot be snapshotted, if it cannot.
+    pub(crate) fn refusal(&self) -> Option<&'static str> {
+        self.refuse
+    }
+
+    /// Returns the change tracker.
+    pub(crate) fn cbt(&self) -> &Cbt {
+        &self.cbt
+    }
+
+    /// Returns whether the tracker was detached from the device.
+    pub(crate) fn is_detached(&self) -> bool {
+        self.detached.load(Acquire)
+    }
+
+    /// Turns copy-on-write on for `area`, or off.
+    pub(crate) fn set_cow(&self, area: Option<Arc<DiffArea>>) {
+        let on = area.is_some();
+        let old = core::mem::replace(&mut *self.cow.lock(), area);
+        self.cow_on.store(on, Release);
+        // Not the last reference: the snapshot holds the area too.
+        drop(old);
+    }
+
+    /// Makes the device a member of snapshot `id`; fails with `EBUSY` if it is one already.
+    pub(crate) fn join(&self, id: Uuid) -> Result {
+        let mut member = self.member.lock();
+        if member.snapshot.is_some() {
+            return Err(EBUSY);
+        }
+        member.snapshot = Some(id);
+        member.image = false;
+        Ok(())
+    }
+
+    /// The image disk of the device exists.
+    pub(crate) fn set_image(&self) {
+        self.member.lock().image = true;
+    }
+
+    /// The device leaves snapshot `id`.
+    pub(crate) fn leave(&self, id: Uuid) {
+        let mut member = self.member.lock();
+        if member.snapshot == Some(id) {
+            member.snapshot = None;
+            member.image = false;
+        }
+    }
+
+    /// Describes the snapshot of the device, for `snapshotinfo`.
+    fn info(&self) -> Result<uapi::SnapshotInfo> {
+        let member = self.member.lock();
+        if member.snapshot.is_none() {
+            return Err(ENOENT);
+        }
+        let mut info = uapi::SnapshotInfo {
+            error_code: 0,
+            image: [0; uapi::IMAGE_DISK_NAME_LEN],
+        };
+        if let Some(area) = self.cow.lock().as_ref() {
+            if let Some(err) = area.error() {
+                info.error_code = err.to_errno();
+            }
+        }
+        if member.image {
+            let name = kernel::str::CString::try_from_fmt(fmt!(
+                "blksnap-image_{}:{}",
+                self.dev.major(),
+                self.dev.minor()
+            ))?;
+            let bytes = name.to_bytes();
+            let n = bytes.len().min(uapi::IMAGE_DISK_NAME_LEN - 1);
+            info.image[..n].copy_from_slice(&bytes[..n]);
+        }
+        Ok(info)
+    }
+}
 
 /// The state of the filter on one block device.
 #[pin_data(PinnedDrop)]
 pub(crate) struct Tracker {
-    dev: DevT,
-    #[pin]
-    cbt: Cbt,
+    link: Arc<Link>,
 }
 
-/// The operations of the filter type.
-static OPERATIONS: Operations<Tracker> = Operations::new();
+/// What [`changed_sectors`] needs to know of a device.
+pub(crate) trait DeviceSize {
+    /// Returns the current capacity in sectors.
+    fn nr_sectors(&self) -> u64;
+
+    /// Returns the size of a zone in sectors, 0 if the device is not zoned.
+    fn zone_sectors(&self) -> u64;
+}
+
+impl DeviceSize for BlockDevice {
+    fn nr_sectors(&self) -> u64 {
+        BlockDevice::nr_sectors(self)
+    }
+
+    fn zone_sectors(&self) -> u64 {
+        BlockDevice::zone_sectors(self)
+    }
+}
+
+/// Returns the zone of `zone_sectors` sectors that holds `sector`, as a first sector and a count,
+/// or `None` if the device has no zones (the block layer fails zone operations then).
+fn zone_of(sector: u64, zone_sectors: u64) -> Option<(u64, u64)> {
+    if zone_sectors == 0 {
+        return None;
+    }
+    // The block layer only takes zones of a power-of-two size; for any other the safe answer is
+    // the whole device.
+    if !zone_sectors.is_power_of_two() {
+        return Some((0, u64::MAX));
+    }
+    Some((sector & !(zone_sectors - 1), zone_sectors))
+}
+
+/// Returns the sectors of `dev` whose data a bio of `op` for the `sectors` sectors from `sector`
+/// may change, as a first sector and a count, or `None` if it changes none.
+///
+/// Every operation that writes in the sense of the C `op_is_write()` changes data, except
+/// opening and closing a zone, which change the state of the zone only. The range is cut at the
+/// current end of the device: the block layer fails the part of a bio beyond it.
+pub(crate) fn changed_sectors(
+    op: Operation,
+    sector: u64,
+    sectors: u32,
+    dev: &impl DeviceSize,
+) -> Option<(u64, u64)> {
+    let (start, count) = match op {
+        Operation::Read | Operation::Flush => return None,
+        // They change the state of a zone, not its data.
+        Operation::ZoneOpen | Operation::ZoneClose => return None,
+        Operation::Write | Operation::Discard | Operation::SecureErase | Operation::WriteZeroes => {
+            (sector, u64::from(sectors))
+        }
+        // A zone append names the start of its zone: the device writes at the write pointer,
+        // which is known only when the bio completes. The whole zone may change.
+        Operation::ZoneAppend => zone_of(sector, dev.zone_sectors())?,
+        // Resetting or finishing a zone changes what reads of it return; the bio has no size.
+        Operation::ZoneReset | Operation::ZoneFinish => zone_of(sector, dev.zone_sectors())?,
+        Operation::ZoneResetAll => {
+            if dev.zone_sectors() == 0 {
+                return None;
+            }
+            (0, u64::MAX)
+        }
+        // Driver-private operations that write: their own range.
+        Operation::Other(_) if op.is_write() => (sector, u64::from(sectors)),
+        Operation::Other(_) => return None,
+    };
+    let end = dev.nr_sectors();
+    if count == 0 || sector >= end {
+        return None;
+    }
+    Some((start, count.min(end - start)))
+}
 
 /// Converts a user-space address passed in a 64-bit field.
 fn user_addr(addr: u64) -> Result<UserPtr> {
@@ -37,8 +229,13 @@ fn user_addr(addr: u64) -> Result<UserPtr> {
 }
 
 impl Tracker {
+    /// Returns the change tracker.
+    pub(crate) fn cbt(&self) -> &Cbt {
+        &self.link.cbt
+    }
+
     fn cbtinfo(&self, buf: &mut CtlBuffer<'_>) -> Result<u32> {
-        let info = self.cbt.info();
+        let info = self.cbt().info();
         buf.write(&uapi::CbtInfo {
             device_capacity: info.geometry.capacity_bytes(),
             block_size: info.geometry.block_size(),
@@ -50,14 +247,20 @@ impl Tracker {
         Ok(0)
     }
 
+    /// Copies a part of the frozen map to user space; returns 0, as blksnap v6 does, whatever the
+    /// number of bytes copied (the length is cut at the end of the map).
     fn cbtmap(&self, buf: &mut CtlBuffer<'_>) -> Result<u32> {
         let arg: uapi::CbtMap = buf.read()?;
         let out = UserSlice::new(user_addr(arg.buffer)?, arg.length as usize);
         let mut out = out.writer();
-        self.cbt
-            .read_map(arg.offset, arg.length, &mut |piece| out.write_slice(piece))
+        self.cbt()
+            .read_map(arg.offset, arg.length, &mut |piece| out.write_slice(piece))?;
+        Ok(0)
     }
 
+    /// Marks ranges of sectors as changed, in order. Fails with `EINVAL` at the first range that
+    /// is empty or starts past the end of the device, as blksnap v6 does; the ranges before it
+    /// are marked.
     fn cbtdirty(&self, buf: &mut CtlBuffer<'_>) -> Result<u32> {
         let arg: uapi::CbtDirty = buf.read()?;
         let len = (arg.count as usize)
@@ -66,8 +269,20 @@ impl Tracker {
         let mut ranges = UserSlice::new(user_addr(arg.dirty_sectors)?, len).reader();
         for _ in 0..arg.count {
             let range: uapi::Sectors = ranges.read()?;
-            self.cbt.mark_dirty(range.offset, range.count);
+            self.cbt().mark_dirty(range.offset, range.count)?;
         }
+        Ok(0)
+    }
+
+    fn snapshotadd(&self, buf: &mut CtlBuffer<'_>) -> Result<u32> {
+        let arg: uapi::SnapshotAdd = buf.read()?;
+        snapshot::add(&arg.id, &self.link)?;
+        Ok(0)
+    }
+
+    fn snapshotinfo(&self, buf: &mut CtlBuffer<'_>) -> Result<u32> {
+        let info = self.link.info()?;
+        buf.write(&info)?;
         Ok(0)
     }
 }
@@ -76,27 +291,43 @@ impl Tracker {
 impl Filter for Tracker {
     const NAME: &'static CStr = uapi::FILTER_NAME;
 
-    fn operations() -> &'static Operations<Self> {
-        &OPERATIONS
-    }
-
     fn attach(bdev: &BlockDevice) -> impl PinInit<Self, Error> {
         let dev = bdev.dev();
         let params = crate::tracking_params();
-        let cbt = Geometry::new(bdev.nr_sectors(), &params).and_then(|geometry| {
+        let refuse = if bdev.has_integrity() {
+            Some("the device has an integrity profile")
+        } else if bdev.has_crypto_profile() {
+            Some("the device has an inline encryption profile")
+        } else {
+            None
+        };
+        let link = Geometry::new(bdev.nr_sectors(), &params).and_then(|geometry| {
             pr_info!(
-                "{}: {} tracking blocks of {} bytes, change map of {} bytes\n",
+                "{}: {} tracking blocks of {} bytes, two change maps of {} bytes\n",
                 dev,
                 geometry.block_count(),
                 geometry.block_size(),
                 geometry.block_count()
             );
-            Cbt::new(geometry)
+            let cbt = Cbt::new(dev, geometry, params)?;
+            Arc::pin_init(
+                try_pin_init!(Link {
+                    dev,
+                    disk: bdev.whole().dev(),
+                    refuse,
+                    cbt <- cbt,
+                    cow_on: Atomic::new(false),
+                    cow <- new_spinlock!(None),
+                    detached: Atomic::new(false),
+                    member <- new_mutex!(Membership {
+                        snapshot: None,
+                        image: false,
+                    }),
+                }),
+                GFP_KERNEL,
+            )
         });
-        try_pin_init!(Self {
-            dev,
-            cbt <- cbt?,
-        })
+        try_pin_init!(Self { link: link? })
     }
 
     fn ctl(&self, cmd: u32, buf: &mut CtlBuffer<'_>) -> Result<u32> {
@@ -104,28 +335,400 @@ impl Filter for Tracker {
             ctl::CBTINFO => self.cbtinfo(buf),
             ctl::CBTMAP => self.cbtmap(buf),
             ctl::CBTDIRTY => self.cbtdirty(buf),
-            ctl::SNAPSHOTADD | ctl::SNAPSHOTINFO => Err(EOPNOTSUPP),
+            ctl::SNAPSHOTADD => self.snapshotadd(buf),
+            ctl::SNAPSHOTINFO => self.snapshotinfo(buf),
             _ => Err(ENOTTY),
         }
     }
 
-    fn submit_bio(&self, bio: &Bio) -> bool {
-        match bio.op() {
-            Operation::Write
-            | Operation::Discard
-            | Operation::WriteZeroes
-            | Operation::SecureErase => {
-                self.cbt.mark(bio.sector(), u64::from(bio.sectors()));
+    fn submit_bio(&self, bio: FilterBio<'_>) {
+        let link = &*self.link;
+        // The filter of a whole disk also sees the bios of its partitions, remapped to sectors of
+        // the disk.
+        let changed = {
+            let bdev = bio.bdev();
+            let bdev = if bdev.dev() == link.dev {
+                bdev
+            } else {
+                bdev.whole()
+            };
+            changed_sectors(bio.op(), bio.sector(), bio.sectors(), bdev)
+        };
+        let Some((sector, count)) = changed else {
+            return;
+        };
+        link.cbt.mark(sector, count);
+        if link.cow_on.load(Acquire) {
+            let area = link.cow.lock().clone();
+            if let Some(area) = area {
+                area.cow(bio);
             }
-            _ => {}
         }
-        false
     }
 }
 
 #[pinned_drop]
 impl PinnedDrop for Tracker {
     fn drop(self: Pin<&mut Self>) {
-        pr_info!("{}: tracking stopped\n", self.dev);
+        let link = &self.link;
+        link.detached.store(true, Release);
+        // A snapshot that holds the device cannot be kept without its filter.
+        let area = link.cow.lock().take();
+        link.cow_on.store(false, Relaxed);
+        if let Some(area) = area {
+            area.fail(ENODEV);
+        }
+        pr_info!("{}: tracking stopped\n", link.dev);
+    }
+}
+
+#[cfg(CONFIG_BLKSNAP_KUNIT_TEST)]
+#[kunit_tests(blksnap_tracker)]
+mod tests {
+    use super::*;
+    use crate::cbt::Info;
+    use kernel::{
+        block::{
+            bio::{BioSet, EndIo, NewBio, PendingBio, Status},
+            bio_disk::{BioDisk, BioDiskBuilder, Operations},
+            filter, SECTOR_SHIFT,
+        },
+        page::Page,
+        sync::{
+            atomic::{Atomic, Relaxed},
+            Arc, ArcBorrow, Completion,
+        },
+    };
+
+    /// The size of a device: `nr` sectors, in zones of `zone` sectors (0: not zoned).
+    struct Size {
+        nr: u64,
+        zone: u64,
+    }
+
+    impl DeviceSize for Size {
+        fn nr_sectors(&self) -> u64 {
+            self.nr
+        }
+
+        fn zone_sectors(&self) -> u64 {
+            self.zone
+        }
+    }
+
+    const DISK: Size = Size { nr: 1000, zone: 0 };
+    /// Zones of 256 sectors, the last one partial (232 sectors).
+    const ZONED: Size = Size {
+        nr: 1000,
+        zone: 256,
+    };
+
+    /// `REQ_OP_DRV_IN`: a driver-private operation that reads.
+    const DRV_IN: u32 = 34;
+    /// `REQ_OP_DRV_OUT`: a driver-private operation that writes.
+    const DRV_OUT: u32 = 35;
+
+    #[test]
+    fn data_operations_change_their_range() {
+        for op in [
+            Operation::Write,
+            Operation::Discard,
+            Operation::SecureErase,
+            Operation::WriteZeroes,
+            Operation::from_raw(DRV_OUT),
+        ] {
+            assert_eq!(changed_sectors(op, 8, 16, &DISK), Some((8, 16)));
+            assert_eq!(changed_sectors(op, 300, 16, &ZONED), Some((300, 16)));
+            // Cut at the end of the device, where the block layer fails the rest.
+            assert_eq!(changed_sectors(op, 996, 8, &DISK), Some((996, 4)));
+            assert_eq!(changed_sectors(op, 1000, 8, &DISK), None);
+            assert_eq!(changed_sectors(op, u64::MAX, 8, &DISK), None);
+            // A bio without data: an empty write with a flush, say.
+            assert_eq!(changed_sectors(op, 8, 0, &DISK), None);
+        }
+    }
+
+    #[test]
+    fn zone_operations_change_their_zone() {
+        // An append names the start of its zone, and lands anywhere in it.
+        let op = Operation::ZoneAppend;
+        assert_eq!(changed_sectors(op, 256, 8, &ZONED), Some((256, 256)));
+        assert_eq!(changed_sectors(op, 768, 8, &ZONED), Some((768, 232)));
+        // Reset and finish have no size: their zone is that of their sector.
+        for op in [Operation::ZoneReset, Operation::ZoneFinish] {
+            assert_eq!(changed_sectors(op, 0, 0, &ZONED), Some((0, 256)));
+            assert_eq!(changed_sectors(op, 300, 0, &ZONED), Some((256, 256)));
+            assert_eq!(changed_sectors(op, 999, 0, &ZONED), Some((768, 232)));
+            assert_eq!(changed_sectors(op, 1000, 0, &ZONED), None);
+        }
+        // Resetting all zones changes the whole device.
+        let op = Operation::ZoneResetAll;
+        assert_eq!(changed_sectors(op, 0, 0, &ZONED), Some((0, 1000)));
+        // Zone operations fail on a device without zones.
+        for op in [
+            Operation::ZoneAppend,
+            Operation::ZoneReset,
+            Operation::ZoneFinish,
+            Operation::ZoneResetAll,
+        ] {
+            assert_eq!(changed_sectors(op, 0, 8, &DISK), None);
+        }
+        // A zone size that is not a power of two, which the block layer refuses: the whole
+        // device.
+        let odd = Size {
+            nr: 1000,
+            zone: 100,
+        };
+        assert_eq!(
+            changed_sectors(Operation::ZoneReset, 150, 0, &odd),
+            Some((0, 1000))
+        );
+    }
+
+    #[test]
+    fn operations_that_change_no_data_change_nothing() {
+        for op in [
+            Operation::Read,
+            Operation::Flush,
+            Operation::ZoneOpen,
+            Operation::ZoneClose,
+            Operation::from_raw(DRV_IN),
+        ] {
+            assert_eq!(changed_sectors(op, 256, 8, &ZONED), None);
+            assert_eq!(changed_sectors(op, 8, 8, &DISK), None);
+        }
+    }
+
+    /// A disk that ends every bio at once without keeping data, and counts the bios that write.
+    struct NullDisk {
+        writes: Atomic<u32>,
+    }
+
+    impl Operations for NullDisk {
+        type QueueData = Arc<NullDisk>;
+
+        fn submit_bio(disk: ArcBorrow<'_, NullDisk>, bio: PendingBio) {
+            if bio.op().is_write() {
+                disk.writes.add(1, Relaxed);
+            }
+            bio.end(Status::OK);
+        }
+    }
+
+    /// Makes a null disk of `capacity` sectors, `/dev/blksnap_NAME`.
+    fn null_disk(name: &str, capacity: u64) -> Result<(Arc<NullDisk>, Arc<BioDisk<NullDisk>>)> {
+        let null = Arc::new(
+            NullDisk {
+                writes: Atomic::new(0),
+            },
+            GFP_KERNEL,
+        )?;
+        let disk = BioDiskBuilder::new()
+            .capacity_sectors(capacity)
+            .build::<NullDisk>(fmt!("blksnap_{name}"), null.clone())?;
+        Ok((null, Arc::new(disk, GFP_KERNEL)?))
+    }
+
+    /// Where a test bio reports its end.
+    #[pin_data]
+    struct Done {
+        #[pin]
+        done: Completion,
+        ok: Atomic<bool>,
+    }
+
+    /// The data of a test bio: the disk it goes to, kept alive, and its page.
+    struct Io {
+        disk: Arc<BioDisk<NullDisk>>,
+        page: Page,
+        done: Arc<Done>,
+    }
+
+    impl EndIo for Io {
+        fn end_io(self, status: Status) {
+            let Io { disk, page, done } = self;
+            // The test holds its own reference to the disk: this is not the last one, so nothing
+            // that sleeps is dropped here, where sleeping may not be allowed.
+            drop(disk);
+            drop(page);
+            done.ok.store(status.is_ok(), Relaxed);
+            done.done.complete_all();
+        }
+    }
+
+    /// Submits a bio of `op` for `sectors` sectors (at most a page) from `sector` of `disk`, and
+    /// waits for its end; returns whether it succeeded.
+    fn io(
+        set: &Arc<BioSet>,
+        disk: &Arc<BioDisk<NullDisk>>,
+        op: Operation,
+        sector: u64,
+        sectors: u32,
+    ) -> Result<bool> {
+        let done = Arc::pin_init(
+            pin_init!(Done {
+                done <- Completion::new(),
+                ok: Atomic::new(false),
+            }),
+            GFP_KERNEL,
+        )?;
+        let data = Io {
+            disk: disk.clone(),
+            page: Page::alloc_page(GFP_KERNEL | __GFP_ZERO)?,
+            done: done.clone(),
+        };
+        let mut bio = NewBio::new(set, data, |io| io.disk.bdev(), op, 1, GFP_KERNEL)?;
+        bio.set_sector(sector);
+        bio.add_page(|io| &io.page, sectors << SECTOR_SHIFT, 0)?;
+        bio.submit();
+        done.done.wait_for_completion();
+        Ok(done.ok.load(Relaxed))
+    }
+
+    /// The tracker under a name of its own, registered by the tests, so that they can reach the
+    /// state of the filter attached to their disk. Its callbacks are those of the tracker.
+    #[pin_data]
+    struct TestTracker {
+        #[pin]
+        inner: Tracker,
+    }
+
+    #[vtable]
+    impl Filter for TestTracker {
+        const NAME: &'static CStr = c"blksnap-kunit";
+
+        fn attach(bdev: &BlockDevice) -> impl PinInit<Self, Error> {
+            try_pin_init!(Self {
+                inner <- <Tracker as Filter>::attach(bdev),
+            })
+        }
+
+        fn submit_bio(&self, bio: FilterBio<'_>) {
+            self.inner.submit_bio(bio)
+        }
+    }
+
+    type Reg = Pin<KBox<filter::Registration<TestTracker>>>;
+
+    fn register() -> Result<Reg> {
+        KBox::pin_init(
+            filter::Registration::register(
+                &<crate::Blksnap as kernel::ModuleMetadata>::THIS_MODULE,
+            ),
+            GFP_KERNEL,
+        )
+    }
+
+    /// Takes a snapshot of the map of the tracker attached to `bdev`, as the snapshot code does;
+    /// returns what user space then reads.
+    fn take(reg: &Reg, bdev: &BlockDevice) -> Result<(Info, KVec<u8>)> {
+        let tracker = reg.lock(bdev).ok_or(ENOENT)?;
+        let cbt = tracker.inner.cbt();
+        let prepared = cbt.prepare_take(bdev.nr_sectors())?;
+        cbt.take(prepared);
+        let info = cbt.info();
+        let mut map = KVec::new();
+        cbt.read_map(0, u32::MAX, &mut |piece| {
+            map.extend_from_slice(piece, GFP_KERNEL)?;
+            Ok(())
+        })?;
+        Ok((info, map))
+    }
+
+    /// Returns the number of sectors in a block of `info`.
+    fn block_sectors(info: &Info) -> u64 {
+        u64::from(info.geometry.block_size()) >> SECTOR_SHIFT
+    }
+
+    /// Returns the map of `info` in which the blocks that the `(sector, count)` ranges touch hold
+    /// `number`, and the others 0.
+    fn expected(info: &Info, ranges: &[(u64, u32)], number: u8) -> Result<KVec<u8>> {
+        let count = info.geometry.block_count() as usize;
+        let shift = block_sectors(info).trailing_zeros();
+        let mut map = KVec::from_elem(0u8, count, GFP_KERNEL)?;
+        for &(sector, sectors) in ranges {
+            let last = sector + u64::from(sectors) - 1;
+            for block in (sector >> shift)..=(last >> shift) {
+                if let Some(byte) = map.get_mut(block as usize) {
+                    *byte = number;
+                }
+            }
+        }
+        Ok(map)
+    }
+
+    /// Returns the number of sectors of the smallest tracking block.
+    fn smallest_block() -> Result<u64> {
+        let geometry = Geometry::new(1, &crate::tracking_params())?;
+        Ok(u64::from(geometry.block_size()) >> SECTOR_SHIFT)
+    }
+
+    #[test]
+    fn writes_through_the_block_layer_are_marked() -> Result {
+        // Sixteen blocks of the size the tracker chooses for a small device.
+        let block = smallest_block()?;
+        let capacity = 16 * block;
+        let (null, disk) = null_disk("kunit_cbt", capacity)?;
+        let set = Arc::pin_init(BioSet::new(2, false), GFP_KERNEL)?;
+        let reg = register()?;
+        filter::attach(disk.bdev(), TestTracker::NAME)?;
+        // Blocks 0 and 1, block 5, the last block.
+        let writes = [(block - 1, 2), (5 * block + 3, 1), (capacity - 1, 1)];
+        let mut ok = true;
+        for &(sector, sectors) in &writes {
+            ok &= io(&set, &disk, Operation::Write, sector, sectors)?;
+        }
+        // Reads change nothing.
+        ok &= io(&set, &disk, Operation::Read, 9 * block, 1)?;
+        let taken = take(&reg, disk.bdev());
+        filter::detach(disk.bdev(), TestTracker::NAME)?;
+        let detached = reg.lock(disk.bdev()).is_none();
+        // Checked once the disk is back to its state: a failed check ends the test at once.
+        let (info, map) = taken?;
+        assert!(ok);
+        assert!(detached);
+        assert_eq!(null.writes.load(Relaxed), 3);
+        assert_eq!(info.geometry.capacity_sectors(), capacity);
+        assert_eq!(info.changes_number, 1);
+        assert_eq!(map.as_slice(), expected(&info, &writes, 1)?.as_slice());
+        Ok(())
+    }
+
+    #[test]
+    fn a_grown_disk_gets_a_new_generation() -> Result {
+        let block = smallest_block()?;
+        let (_null, disk) = null_disk("kunit_cbt_grow", 16 * block)?;
+        let set = Arc::pin_init(BioSet::new(2, false), GFP_KERNEL)?;
+        let reg = register()?;
+        filter::attach(disk.bdev(), TestTracker::NAME)?;
+        let mut ok = io(&set, &disk, Operation::Write, 0, 1)?;
+        let first = take(&reg, disk.bdev());
+        // The disk grows by half, and a write lands in the new part.
+        disk.set_capacity(24 * block);
+        ok &= io(&set, &disk, Operation::Write, 20 * block, 1)?;
+        let grown = take(&reg, disk.bdev());
+        // Tracking goes on over the whole disk.
+        let writes = [(3 * block, 1), (23 * block, 1)];
+        for &(sector, sectors) in &writes {
+            ok &= io(&set, &disk, Operation::Write, sector, sectors)?;
+        }
+        let next = take(&reg, disk.bdev());
+        filter::detach(disk.bdev(), TestTracker::NAME)?;
+        let (first, _) = first?;
+        let (grown, grown_map) = grown?;
+        let (next, next_map) = next?;
+        assert!(ok);
+        assert_eq!(first.geometry.capacity_sectors(), 16 * block);
+        assert_eq!(first.changes_number, 1);
+        // A new generation at the new capacity, with every block changed: a full backup.
+        assert!(grown.generation != first.generation);
+        assert_eq!(grown.geometry.capacity_sectors(), 24 * block);
+        assert_eq!(grown.changes_number, 1);
+        assert_eq!(grown_map.len(), grown.geometry.block_count() as usize);
+        assert!(grown_map.iter().all(|&b| b == 1));
+        assert_eq!(next.generation, grown.generation);
+        assert_eq!(next.changes_number, 2);
+        assert_eq!(next_map.as_slice(), expected(&next, &writes, 2)?.as_slice());
+        Ok(())
     }
 }

@@ -69,15 +69,65 @@ pub(crate) struct Version {
     pub(crate) build: u16,
 }
 
-// The snapshot ioctls are not implemented yet: their arguments are given by size only.
 /// `struct blksnap_uuid`.
-type Uuid = [u8; 16];
+pub(crate) type Uuid = [u8; 16];
+
+/// `struct blksnap_snapshotadd`.
+#[repr(C)]
+pub(crate) struct SnapshotAdd {
+    pub(crate) id: Uuid,
+}
+
+/// Size of `struct blksnap_snapshotinfo.image`.
+pub(crate) const IMAGE_DISK_NAME_LEN: usize = 32;
+
+/// `struct blksnap_snapshotinfo`.
+#[repr(C)]
+pub(crate) struct SnapshotInfo {
+    pub(crate) error_code: i32,
+    pub(crate) image: [u8; IMAGE_DISK_NAME_LEN],
+}
+
 /// `struct blksnap_snapshot_create`.
-type SnapshotCreate = [u8; 32];
+#[repr(C)]
+pub(crate) struct SnapshotCreate {
+    pub(crate) diff_storage_limit_sect: u64,
+    pub(crate) diff_storage_fd: u32,
+    pub(crate) id: Uuid,
+    pub(crate) padding: [u8; 4],
+}
+
 /// `struct blksnap_snapshot_collect`.
-type SnapshotCollect = [u8; 16];
+#[repr(C)]
+pub(crate) struct SnapshotCollect {
+    pub(crate) count: u32,
+    pub(crate) padding: u32,
+    pub(crate) ids: u64,
+}
+
+/// Size of the payload of `struct blksnap_snapshot_event`.
+pub(crate) const EVENT_DATA_LEN: usize = 4096 - 32;
+
 /// `struct blksnap_snapshot_event`.
-type SnapshotEvent = [u8; 4096];
+#[repr(C)]
+pub(crate) struct SnapshotEvent {
+    pub(crate) id: Uuid,
+    pub(crate) timeout_ms: u32,
+    pub(crate) code: u32,
+    pub(crate) time_label: i64,
+    pub(crate) data: [u8; EVENT_DATA_LEN],
+}
+
+/// `enum blksnap_event_codes`: the snapshot image of a device became unusable.
+pub(crate) const EVENT_CODE_CORRUPTED: u32 = 0;
+
+/// `struct blksnap_event_corrupted`.
+#[repr(C)]
+pub(crate) struct EventCorrupted {
+    pub(crate) dev_id_mj: u32,
+    pub(crate) dev_id_mn: u32,
+    pub(crate) err_code: i32,
+}
 
 /// ioctl type code of the control device.
 const BLKSNAP: u32 = b'V' as u32;
@@ -97,6 +147,15 @@ static_assert!(size_of::<Sectors>() == 16);
 static_assert!(size_of::<CbtDirty>() == 16);
 static_assert!(offset_of!(CbtDirty, dirty_sectors) == 8);
 static_assert!(size_of::<Version>() == 8);
+static_assert!(size_of::<SnapshotAdd>() == 16);
+static_assert!(size_of::<SnapshotInfo>() == 36);
+static_assert!(size_of::<SnapshotCreate>() == 32);
+static_assert!(offset_of!(SnapshotCreate, id) == 12);
+static_assert!(size_of::<SnapshotCollect>() == 16);
+static_assert!(offset_of!(SnapshotCollect, ids) == 8);
+static_assert!(size_of::<SnapshotEvent>() == 4096);
+static_assert!(offset_of!(SnapshotEvent, data) == 32);
+static_assert!(size_of::<EventCorrupted>() == 12);
 // The ioctl numbers of the v6 interface in the generic `_IOC` encoding
 // (x86, arm64, riscv, ...). powerpc, mips, sparc and alpha place the
 // direction bits differently, so their numbers differ by design there.
@@ -121,3 +180,21 @@ unsafe impl FromBytes for Sectors {}
 unsafe impl FromBytes for CbtDirty {}
 // SAFETY: Integers only, without padding.
 unsafe impl AsBytes for Version {}
+// SAFETY: A byte array, any bit pattern is valid.
+unsafe impl FromBytes for SnapshotAdd {}
+// SAFETY: Integers and bytes only, without padding.
+unsafe impl AsBytes for SnapshotInfo {}
+// SAFETY: Integers and bytes only, with the padding an explicit field: any bit pattern is valid.
+unsafe impl FromBytes for SnapshotCreate {}
+// SAFETY: As above, and every byte is initialized.
+unsafe impl AsBytes for SnapshotCreate {}
+// SAFETY: Integers only, with the padding an explicit field: any bit pattern is valid.
+unsafe impl FromBytes for SnapshotCollect {}
+// SAFETY: As above, and every byte is initialized.
+unsafe impl AsBytes for SnapshotCollect {}
+// SAFETY: Integers and bytes only, without padding: any bit pattern is valid.
+unsafe impl FromBytes for SnapshotEvent {}
+// SAFETY: As above, and every byte is initialized.
+unsafe impl AsBytes for SnapshotEvent {}
+// SAFETY: Integers only, without padding.
+unsafe impl AsBytes for EventCorrupted {}

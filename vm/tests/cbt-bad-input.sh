@@ -7,8 +7,10 @@
 # unprivileged caller without a filter) check already: names that almost
 # match, a second attach from another open file, commands for a filter that
 # is not attached, unreadable and unwritable argument memory, cbtmap
-# lengths and offsets at the limits of a u32, cbtdirty arrays that run into
-# unmapped memory, and an unprivileged caller while the filter is attached
+# lengths and offsets at the limits of a u32 (cbtmap returns 0, as in
+# blksnap v6), cbtdirty arrays that run into unmapped memory, cbtdirty ranges
+# that are empty or start past the end (EINVAL, as in v6), and an
+# unprivileged caller while the filter is attached
 # (and the control device closed to it).
 # Each check prints "ok" or "FAIL"; the filter must be in the same state
 # after every refused call.
@@ -161,7 +163,8 @@ os.close(fd2)
 for name in (b"blksna", b"BLKSNAP", b"other"):
     n = name.ljust(32, b"\0")
     check(f"ctl for {name!r}", ctl(fd, CBTINFO, OUT_ADDR, 40, n)[0], "ENOENT")
-    check(f"detach {name!r}", detach(fd, n), "ENOENT")
+    # v6: a filter of another name is attached.
+    check(f"detach {name!r}", detach(fd, n), "EINVAL")
 
 check("detach, bad name pointer", ioctl(fd, BLKFILTER_DETACH, 8), "EFAULT")
 check("ctl, bad argument pointer", ioctl(fd, BLKFILTER_CTL, 8), "EFAULT")
@@ -184,12 +187,17 @@ check("cbtinfo, bigger buffer", ctl(fd, CBTINFO, addr64, 64), (0, 40))
 
 check("cbtmap, argument pointer bad", ctl(fd, CBTMAP, 8, 16)[0], "EFAULT")
 check("cbtmap, argument short", ctl(fd, CBTMAP, OUT_ADDR, 15)[0], "EINVAL")
-m = mmap.mmap(-1, count)
+m = mmap.mmap(-1, count + PAGE)
 maddr = ctypes.addressof(ctypes.c_char.from_buffer(m))
 # Lengths beyond the map are cut to what is left: the kernel writes at most
-# the map, whatever the length says (no allocation follows the length).
-check("cbtmap, length 2^32-1", cbtmap(fd, 0, 0xFFFFFFFF, maddr), count)
-check("cbtmap, last byte, length 2^32-1", cbtmap(fd, count - 1, 0xFFFFFFFF, maddr), 1)
+# the map, whatever the length says (no allocation follows the length), and
+# returns 0, as blksnap v6 does. Before the first take the map is zeroes.
+m[:] = b"\xff" * len(m)
+check("cbtmap, length 2^32-1", cbtmap(fd, 0, 0xFFFFFFFF, maddr), 0)
+check("cbtmap, length 2^32-1: the whole map, nothing more", (m[:count] == bytes(count), m[count:] == b"\xff" * PAGE), (True, True))
+m[:] = b"\xff" * len(m)
+check("cbtmap, last byte, length 2^32-1", cbtmap(fd, count - 1, 0xFFFFFFFF, maddr), 0)
+check("cbtmap, last byte: one byte", m[:2], b"\x00\xff")
 check("cbtmap, length 0", cbtmap(fd, 0, 0, 8), 0)
 check("cbtmap, offset 2^31", cbtmap(fd, 0x80000000, 1, maddr), "EINVAL")
 check("cbtmap, offset 2^32-1", cbtmap(fd, 0xFFFFFFFF, 0xFFFFFFFF, maddr), "EINVAL")
@@ -205,6 +213,22 @@ for n in (2, 0xFFFFFFFF):
 arg, addr = buf(struct.pack("=IIQ", 0, 0, 8))
 check("cbtdirty, no ranges, bad pointer", ctl(fd, CBTDIRTY, addr, 16)[0], 0)
 check("cbtdirty, argument short", ctl(fd, CBTDIRTY, addr, 8)[0], "EINVAL")
+# Ranges that are empty or start at or past the end of the device fail with
+# EINVAL, as in blksnap v6 (a range that starts inside is cut at the end).
+sectors = os.lseek(fd, 0, os.SEEK_END) // 512
+for what, ranges in (("empty range", [(0, 0)]),
+                     ("range at the end", [(sectors, 1)]),
+                     ("range past the end", [(sectors + 8, 8)]),
+                     ("range at 2^64-1", [(2**64 - 1, 1)]),
+                     ("range at 2^64-1, count 2^64-1", [(2**64 - 1, 2**64 - 1)]),
+                     ("good range, then one past the end", [(0, 1), (sectors, 1)])):
+    flat = [x for r in ranges for x in r]
+    rbuf, raddr = buf(struct.pack("=%dQ" % len(flat), *flat))
+    arg, addr = buf(struct.pack("=IIQ", len(ranges), 0, raddr))
+    check(f"cbtdirty, {what}", ctl(fd, CBTDIRTY, addr, 16)[0], "EINVAL")
+rbuf, raddr = buf(struct.pack("=QQ", sectors - 1, 2**64 - 1))
+arg, addr = buf(struct.pack("=IIQ", 1, 0, raddr))
+check("cbtdirty, last sector, count 2^64-1", ctl(fd, CBTDIRTY, addr, 16)[0], 0)
 
 cfd = os.open("/dev/blksnap-control", os.O_RDWR)
 check("version, bad pointer", ioctl(cfd, IOCTL_BLKSNAP_VERSION, 8), "EFAULT")

@@ -4,11 +4,12 @@
 # The change-tracking commands of the blksnap tool against the real kernel,
 # without snapshots: version, attach, cbtinfo (text and JSON), readcbtmap
 # (runs, --all, --newer-than, --output, JSON), markdirtyblock with sector
-# ranges, detach, re-attach (a new generation), and the exit statuses for a
-# missing device, a path that is not a block device, a bad command line and
-# an unprivileged caller. cli-cbt.sh covers the rest once snapshots exist.
-# Until the first snapshot take the readable map is all zeroes with changes
-# number 0 (docs/blksnap-tool.md), so that is what the map commands must show.
+# ranges (refused past the end), detach, re-attach (a new generation), and
+# the exit statuses for a missing device, a path that is not a block device,
+# a bad command line and an unprivileged caller. cli-cbt.sh covers the rest
+# once snapshots exist. Until the first snapshot take the readable map is
+# all zeroes with changes number 0 (docs/blksnap-tool.md), so that is what
+# the map commands must show.
 set -euo pipefail
 . "$(dirname "$0")/lib/cbt.sh"
 
@@ -71,8 +72,11 @@ write_at "$DISK" $((3 * BLOCK)) 4096
 write_at "$DISK" $((SIZE - 512)) 512
 bs markdirtyblock --sectors $((20 * BLOCK / 512 + 1)):1 --sectors $((30 * BLOCK / 512)):$((2 * BLOCK / 512)) "$DISK" |
 	grep -qx "$DISK: marked 2 range(s), $((512 + 2 * BLOCK)) bytes" || fail "markdirtyblock output"
-# Ranges past the end are accepted and ignored.
-bs markdirtyblock --sectors $((SIZE / 512 + 8)):8 "$DISK" >/dev/null
+# A range that runs past the end is cut there; one that starts past the end
+# is refused (EINVAL, as in blksnap v6).
+bs markdirtyblock --sectors $((SIZE / 512 - 1)):8 "$DISK" >/dev/null
+bs_status 1 markdirtyblock --sectors $((SIZE / 512 + 8)):8 "$DISK"
+bs_status 1 markdirtyblock --sectors $((SIZE / 512)):1 "$DISK"
 [ "$(bs --json markdirtyblock --sectors 0:1 --sectors 16:8 "$DISK" | json_field 'd["sectors"]')" = 9 ] ||
 	fail "JSON markdirtyblock"
 # Until a snapshot is taken, neither shows in the readable map.

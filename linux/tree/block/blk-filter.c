@@ -1,17 +1,21 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * Block device filters: the registry of filter types, attaching a filter to a
- * block device and detaching it, filter commands, and the hook through which
+ * block device and detaching it, filter commands, and the hooks through which
  * a filter sees the bios of its device.
  *
  * Lifetime and ordering
  * ---------------------
  * A filter is published in bdev->bd_filter with rcu_assign_pointer() once
- * ops->attach() has fully set it up, and is read without any lock by the bio
- * hook and the sysfs attribute, inside a read-side section of
- * blkfilter_srcu. The release barrier of rcu_assign_pointer() pairs with the
- * dependency ordering of srcu_dereference(): a reader that sees the pointer
- * also sees the ops and the filter's private state.
+ * ops->attach() has set it up and the core has set its ops, and is read
+ * without any lock by the bio hooks and the sysfs attribute. A bio hook first
+ * tests the pointer with rcu_access_pointer() and enters a read-side section
+ * of blkfilter_srcu only when it is not NULL, re-reading it there with
+ * srcu_dereference(): a bio of a device without a filter costs one load and
+ * no read-side section, even while filters are attached elsewhere. The
+ * release barrier of rcu_assign_pointer() pairs with the dependency ordering
+ * of srcu_dereference(): a reader that sees the pointer also sees the ops and
+ * the filter's private state.
  *
  * SRCU rather than RCU because ops->submit_bio() may sleep, and the fast
  * flavour because its readers only increment a per-CPU counter: a filtered
@@ -25,7 +29,46 @@
  * While no filter is attached anywhere, the static key blkfilter_in_use is
  * off and submit_bio_noacct() does not even load bd_filter. Each attached
  * filter holds one increment of the key.
+ *
+ * What attaching guarantees
+ * -------------------------
+ * ops->attach() runs before anything is frozen. blkfilter_attach() then
+ * freezes the file system on the device (if one is mounted), publishes the
+ * filter, waits for an SRCU grace period, freezes the queue and unfreezes it
+ * at once, and thaws the file system. When it has returned:
+ *
+ * - every bio submitted to the device from then on is offered to the filter
+ *   (bios it resubmits or issues past itself excepted, see __blkfilter_bio());
+ * - every hook that had found a filter pointer and entered the read-side
+ *   section has returned. A submitter that found no filter did not enter
+ *   the section, as that is the fast path; the grace period does not wait
+ *   for it, only the queue freeze below fences it;
+ * - every bio that had entered the queue (bio_queue_enter()) when the freeze
+ *   began has left it: on a blk-mq device it has completed; on a bio-based
+ *   device the driver's ->submit_bio() has returned, though the driver may
+ *   still hold the bio.
+ *
+ * Not fenced, and the remaining window: a bio whose submitter found no filter
+ * in the hook but had not yet entered the queue when the freeze began, for
+ * instance because it was preempted between the two. It waits for the
+ * unfreeze in bio_queue_enter() and then reaches the device unfiltered,
+ * possibly after blkfilter_attach() has returned. The same holds for the
+ * remainder that the block layer splits off a bio submitted to a partition
+ * before the filter was published: it is resubmitted remapped and does not
+ * pass the hooks again. File systems mounted on the device are frozen, so
+ * their writes are not in that window; a filter on a whole disk does not
+ * freeze the file systems on its partitions.
+ *
+ * The hook was not moved behind bio_queue_enter(), which would close the
+ * window, for two reasons. Partition remapping: by then a bio submitted to a
+ * partition carries whole-disk sectors, and a partition's filter must see its
+ * own. Per-bio cost: blk-mq enters the queue inside blk_mq_submit_bio() and
+ * bio-based drivers in __submit_bio(), so the check would sit in both paths
+ * and a bio the filter takes over would hold a queue reference while the
+ * filter sleeps or issues its own I/O to the same queue; a queue freeze would
+ * then wait for the filter's work.
  */
+#include <kunit/static_stub.h>
 #include <linux/bio.h>
 #include <linux/blk-filter.h>
 #include <linux/blk-mq.h>
@@ -40,11 +83,12 @@
 #include <linux/string.h>
 #include <linux/sysfs.h>
 #include <linux/uaccess.h>
+#include <linux/wait_bit.h>
 #include "blk.h"
 
 DEFINE_STATIC_KEY_FALSE(blkfilter_in_use);
 
-/* Readers of bdev->bd_filter: the bio hook and the sysfs attribute. */
+/* Readers of bdev->bd_filter: the bio hooks and the sysfs attribute. */
 DEFINE_STATIC_SRCU_FAST(blkfilter_srcu);
 
 /* The registered filter types, by name. */
@@ -94,20 +138,26 @@ EXPORT_SYMBOL_GPL(blkfilter_register);
  * blkfilter_unregister - withdraw a filter type
  * @ops: a registered filter type
  *
- * New attaches of @ops fail from now on. Attached filters hold a reference
- * on @ops->owner, so a module cannot get here while one of its filters is
- * still attached.
+ * New attaches of @ops fail from now on. Then waits until no attach of @ops
+ * is in progress and no filter of @ops is attached any more, so that the
+ * caller may free @ops when this returns. Attached filters hold a reference
+ * on @ops->owner, so a module's exit does not get here while one of its
+ * filters is attached; other callers wait until the filters are detached.
  */
 void blkfilter_unregister(struct blkfilter_operations *ops)
 {
 	mutex_lock(&blkfilter_types_lock);
 	list_del_init(&ops->link);
 	mutex_unlock(&blkfilter_types_lock);
+	wait_var_event(&ops->users, !atomic_read(&ops->users));
 }
 EXPORT_SYMBOL_GPL(blkfilter_unregister);
 
-/* Look up a filter type and pin its module. */
-static const struct blkfilter_operations *blkfilter_get_type(const char *name)
+/*
+ * Look up a filter type, pin its module and count a user of it: an attach in
+ * progress, then the attached filter.
+ */
+static struct blkfilter_operations *blkfilter_get_type(const char *name)
 {
 	struct blkfilter_operations *ops;
 
@@ -115,8 +165,23 @@ static const struct blkfilter_operations *blkfilter_get_type(const char *name)
 	ops = blkfilter_find_locked(name);
 	if (ops && !try_module_get(ops->owner))
 		ops = NULL;
+	if (ops)
+		atomic_inc(&ops->users);
 	mutex_unlock(&blkfilter_types_lock);
 	return ops;
+}
+
+/*
+ * Drop what blkfilter_get_type() took. @ops may be freed by the unregister
+ * it wakes up: only the address of the counter is used after the decrement.
+ */
+static void blkfilter_put_type(struct blkfilter_operations *ops)
+{
+	struct module *owner = ops->owner;
+
+	if (atomic_dec_and_test(&ops->users))
+		wake_up_var(&ops->users);
+	module_put(owner);
 }
 
 static struct blkfilter *blkfilter_get_locked(struct block_device *bdev)
@@ -143,35 +208,66 @@ static bool blkfilter_bdev_alive(struct block_device *bdev)
 	return true;
 }
 
-/* Whether @ops may be attached to @bdev now; 0 or the error to return. */
+/*
+ * Whether @ops may be attached to @bdev now; 0 or the error to return, in the
+ * order of the v6 interface: -ENODEV, then -EALREADY or -EBUSY.
+ */
 static int blkfilter_can_attach(struct block_device *bdev,
 				const struct blkfilter_operations *ops)
 {
 	struct blkfilter *cur = blkfilter_get_locked(bdev);
 
-	if (cur)
-		return cur->ops == ops ? -EALREADY : -EBUSY;
 	if (!blkfilter_bdev_alive(bdev))
 		return -ENODEV;
+	if (cur)
+		return cur->ops == ops ? -EALREADY : -EBUSY;
 	return 0;
 }
+
+/**
+ * blkfilter_fence - wait for the submit_bio calls of all filters
+ *
+ * After a filter changes state that its @ops->submit_bio reads (for example,
+ * turning on copy-on-write when a snapshot is taken), this waits until every
+ * @ops->submit_bio call that may have seen the old state has returned: every
+ * call that began before blkfilter_fence() was called has returned, and every
+ * call that begins after it returns sees what the caller stored before
+ * calling it. It waits for the calls of every filter on every device, as
+ * they share one SRCU domain.
+ *
+ * It does not wait for the bios that such a call let go on to the device
+ * (returned false for) to reach the device or to complete; a filter that
+ * needs that must drain the device as well. It must not be called from
+ * @ops->submit_bio, which would wait for itself.
+ */
+void blkfilter_fence(void)
+{
+	synchronize_srcu(&blkfilter_srcu);
+}
+EXPORT_SYMBOL_GPL(blkfilter_fence);
 
 /**
  * blkfilter_attach - attach a filter of the named type to a block device
  * @bdev: the block device
  * @name: the filter type, a NUL-terminated string
  *
- * The file system on @bdev, if any, and the queue are frozen while the
- * filter is created, so that it starts on a quiescent device.
+ * @ops->attach creates the filter first, with nothing frozen. Then the file
+ * system on @bdev, if any, is frozen, the filter is published, and the bios
+ * in flight are fenced as far as the hook allows: once this returns, every
+ * bio submitted to @bdev is offered to the filter, every hook that had found
+ * a filter has returned, and every bio that had entered the queue has left
+ * it (completed, on blk-mq). A bio whose submitter passed the hook before the
+ * filter was published but had not entered the queue yet may still reach
+ * the device unfiltered afterwards; see the comment at the top of this file.
  *
- * Return: 0; -ENOENT for an unknown type; -EALREADY when a filter of that
- * type is attached already, -EBUSY when one of another type is; -ENODEV when
- * the device is going away; or the error of freezing or of @ops->attach.
+ * Return: 0; -ENOENT for an unknown type; -ENODEV when the device is going
+ * away; -EALREADY when a filter of that type is attached already, -EBUSY
+ * when one of another type is; or the error of @ops->attach or of freezing.
  */
 int blkfilter_attach(struct block_device *bdev, const char *name)
 {
-	const struct blkfilter_operations *ops;
 	struct request_queue *q = bdev_get_queue(bdev);
+	struct blkfilter_operations *ops;
 	struct blkfilter *flt;
 	unsigned int memflags;
 	int ret;
@@ -180,12 +276,20 @@ int blkfilter_attach(struct block_device *bdev, const char *name)
 	if (!ops)
 		return -ENOENT;
 
-	/* Fail early without disturbing the file system. */
+	/* Fail early, before the filter is created. */
 	mutex_lock(&bdev->bd_filter_lock);
 	ret = blkfilter_can_attach(bdev, ops);
 	mutex_unlock(&bdev->bd_filter_lock);
 	if (ret)
 		goto out_put_type;
+
+	/* Nothing is locked or frozen: ops->attach may allocate and do I/O. */
+	flt = ops->attach(bdev);
+	if (IS_ERR_OR_NULL(flt)) {
+		ret = flt ? PTR_ERR(flt) : -ENOMEM;
+		goto out_put_type;
+	}
+	flt->ops = ops;
 
 	/*
 	 * The file system is frozen before bd_filter_lock is taken: freezing
@@ -194,50 +298,56 @@ int blkfilter_attach(struct block_device *bdev, const char *name)
 	 */
 	ret = bdev_freeze(bdev);
 	if (ret)
-		goto out_put_type;
+		goto out_release;
 
+	/* The hook is patched in before a submitter can find the filter. */
+	static_branch_inc(&blkfilter_in_use);
 	mutex_lock(&bdev->bd_filter_lock);
 	ret = blkfilter_can_attach(bdev, ops);
-	if (ret)
-		goto out_unlock;
-
-	/* Patch the hook in before the queue is frozen. */
-	static_branch_inc(&blkfilter_in_use);
-
-	memflags = blk_mq_freeze_queue(q);
-	flt = ops->attach(bdev);
-	if (IS_ERR(flt)) {
-		ret = PTR_ERR(flt);
-	} else if (WARN_ON_ONCE(!flt || flt->ops != ops)) {
-		/* ops->attach did not blkfilter_init() what it returned */
-		ret = -EINVAL;
-	} else {
+	if (!ret)
 		rcu_assign_pointer(bdev->bd_filter, flt);
+	mutex_unlock(&bdev->bd_filter_lock);
+	if (ret) {
+		static_branch_dec(&blkfilter_in_use);
+		bdev_thaw(bdev);
+		goto out_release;
 	}
+
+	/*
+	 * The filter is published: from here on it may be detached at any
+	 * time, so neither flt nor ops is touched again.
+	 *
+	 * First wait for the hooks that are in the read-side section; then
+	 * drain what has entered the queue. Neither waits for a submitter that
+	 * found no filter and has not entered the queue yet.
+	 */
+	blkfilter_fence();
+	memflags = blk_mq_freeze_queue(q);
 	blk_mq_unfreeze_queue(q, memflags);
 
-	if (ret)
-		static_branch_dec(&blkfilter_in_use);
-out_unlock:
-	mutex_unlock(&bdev->bd_filter_lock);
 	bdev_thaw(bdev);
+	/* The module reference is the filter's now. */
+	return 0;
+
+out_release:
+	/* Never published: no hook can have seen it. */
+	ops->detach(flt);
 out_put_type:
-	/* On success the module reference moves to the filter. */
-	if (ret)
-		module_put(ops->owner);
+	blkfilter_put_type(ops);
 	return ret;
 }
+EXPORT_SYMBOL_GPL(blkfilter_attach);
 
 /* Release a filter that is no longer published. */
 static void blkfilter_retire(struct blkfilter *flt)
 {
-	struct module *owner = flt->ops->owner;
+	struct blkfilter_operations *ops = flt->ops;
 
 	/* Wait for every reader that may have seen the pointer. */
 	synchronize_srcu(&blkfilter_srcu);
 	static_branch_dec(&blkfilter_in_use);
-	flt->ops->detach(flt);
-	module_put(owner);
+	ops->detach(flt);
+	blkfilter_put_type(ops);
 }
 
 /**
@@ -245,27 +355,36 @@ static void blkfilter_retire(struct blkfilter *flt)
  * @bdev: the block device
  * @name: the filter type, a NUL-terminated string
  *
- * Once this returns, no bio of @bdev is in @ops->submit_bio or reaches it,
- * and @ops->detach has been called.
+ * Waits for bd_filter_lock, so a filter held with blkfilter_lock() stays
+ * attached until blkfilter_unlock(). Once this returns, no bio of @bdev is in
+ * @ops->submit_bio or reaches it, and @ops->detach has been called.
  *
- * Return: 0, or -ENOENT when no filter of that type is attached.
+ * Return: 0; -ENODEV when the device is going away (its filter, if any, is
+ * detached by the removal); -ENOENT when no filter is attached; -EINVAL when
+ * the attached filter is of another type.
  */
 int blkfilter_detach(struct block_device *bdev, const char *name)
 {
 	struct blkfilter *flt;
+	int ret = 0;
 
 	mutex_lock(&bdev->bd_filter_lock);
 	flt = blkfilter_get_locked(bdev);
-	if (!flt || strcmp(flt->ops->name, name)) {
-		mutex_unlock(&bdev->bd_filter_lock);
-		return -ENOENT;
-	}
-	RCU_INIT_POINTER(bdev->bd_filter, NULL);
+	if (!blkfilter_bdev_alive(bdev))
+		ret = -ENODEV;
+	else if (!flt)
+		ret = -ENOENT;
+	else if (strcmp(flt->ops->name, name))
+		ret = -EINVAL;
+	else
+		RCU_INIT_POINTER(bdev->bd_filter, NULL);
 	mutex_unlock(&bdev->bd_filter_lock);
 
-	blkfilter_retire(flt);
-	return 0;
+	if (!ret)
+		blkfilter_retire(flt);
+	return ret;
 }
+EXPORT_SYMBOL_GPL(blkfilter_detach);
 
 /*
  * blkfilter_detach_dead - detach whatever filter @bdev has, because the
@@ -285,6 +404,55 @@ void blkfilter_detach_dead(struct block_device *bdev)
 }
 
 /**
+ * blkfilter_lock - hold the filter of a given type attached to a device
+ * @bdev: the block device
+ * @ops: the filter type
+ *
+ * Takes the lock that serializes attach, detach and commands of @bdev and
+ * returns the filter attached to @bdev if @ops made it. The filter stays
+ * attached until blkfilter_unlock(): detaching it, by BLKFILTER_DETACH or
+ * because the device goes away, waits for the lock. Bios keep flowing
+ * through @ops->submit_bio meanwhile.
+ *
+ * The caller may sleep while holding the lock, but must not attach, detach or
+ * send a command to a filter of @bdev, open or close a block device of the
+ * disk, or wait for something that does, as those take the lock or rank
+ * above it. Not from @ops->submit_bio: a command of @bdev holds the lock and
+ * may wait for the submit_bio calls (blkfilter_fence()).
+ *
+ * Return: the filter, with the lock held; or NULL, with the lock not held,
+ * when no filter is attached to @bdev or one of another type is.
+ */
+struct blkfilter *blkfilter_lock(struct block_device *bdev,
+				 const struct blkfilter_operations *ops)
+	__cond_acquires(nonnull, &bdev->bd_filter_lock)
+{
+	struct blkfilter *flt;
+
+	mutex_lock(&bdev->bd_filter_lock);
+	flt = blkfilter_get_locked(bdev);
+	if (flt && flt->ops == ops)
+		return flt;
+	mutex_unlock(&bdev->bd_filter_lock);
+	return NULL;
+}
+EXPORT_SYMBOL_GPL(blkfilter_lock);
+
+/**
+ * blkfilter_unlock - release a filter held with blkfilter_lock()
+ * @bdev: the block device passed to blkfilter_lock()
+ *
+ * Only after blkfilter_lock() has returned a filter. The filter may be
+ * detached from now on.
+ */
+void blkfilter_unlock(struct block_device *bdev)
+	__releases(&bdev->bd_filter_lock)
+{
+	mutex_unlock(&bdev->bd_filter_lock);
+}
+EXPORT_SYMBOL_GPL(blkfilter_unlock);
+
+/**
  * blkfilter_ctl - send a command to the filter attached to a block device
  * @bdev: the block device
  * @name: the filter type the command is meant for
@@ -294,8 +462,9 @@ void blkfilter_detach_dead(struct block_device *bdev)
  *
  * Serialized with attach and detach of @bdev.
  *
- * Return: -ENOENT when no filter of that type is attached, -EOPNOTSUPP when
- * the type takes no commands, otherwise what @ops->ctl returns.
+ * Return: -ENODEV when the device is going away, -ENOENT when no filter of
+ * that type is attached, -ENOTTY when the type takes no commands, otherwise
+ * what @ops->ctl returns.
  */
 int blkfilter_ctl(struct block_device *bdev, const char *name,
 		  unsigned int cmd, __u8 __user *buf, __u32 *plen)
@@ -305,10 +474,12 @@ int blkfilter_ctl(struct block_device *bdev, const char *name,
 
 	mutex_lock(&bdev->bd_filter_lock);
 	flt = blkfilter_get_locked(bdev);
-	if (!flt || strcmp(flt->ops->name, name))
+	if (!blkfilter_bdev_alive(bdev))
+		ret = -ENODEV;
+	else if (!flt || strcmp(flt->ops->name, name))
 		ret = -ENOENT;
 	else if (!flt->ops->ctl)
-		ret = -EOPNOTSUPP;
+		ret = -ENOTTY;
 	else
 		ret = flt->ops->ctl(flt, cmd, buf, plen);
 	mutex_unlock(&bdev->bd_filter_lock);
@@ -318,10 +489,9 @@ int blkfilter_ctl(struct block_device *bdev, const char *name,
 /* The sysfs "filter" attribute: the name of the attached filter's type. */
 ssize_t blkfilter_show(struct block_device *bdev, char *buf)
 {
+	struct srcu_ctr __percpu *scp;
 	struct blkfilter *flt;
 	ssize_t ret;
-
-	struct srcu_ctr __percpu *scp;
 
 	/* The grace period before ops->detach keeps flt and ops alive here. */
 	scp = srcu_read_lock_fast(&blkfilter_srcu);
@@ -332,36 +502,63 @@ ssize_t blkfilter_show(struct block_device *bdev, char *buf)
 }
 
 /*
- * The bio hook, reached from submit_bio_noacct() only while some filter is
- * attached somewhere.
+ * Offer @bio to the filter of @bdev, if it still has one; @mark: set
+ * BIO_FILTERED first (@bdev is bio->bi_bdev).
+ */
+static bool blkfilter_offer(struct block_device *bdev, struct bio *bio,
+			    bool mark)
+{
+	struct srcu_ctr __percpu *scp;
+	struct blkfilter *flt;
+	bool taken = false;
+
+	scp = srcu_read_lock_fast(&blkfilter_srcu);
+	flt = srcu_dereference(bdev->bd_filter, &blkfilter_srcu);
+	if (flt) {
+		if (mark)
+			bio_set_flag(bio, BIO_FILTERED);
+		taken = flt->ops->submit_bio(flt, bio);
+	}
+	srcu_read_unlock_fast(&blkfilter_srcu, scp);
+	return taken;
+}
+
+/*
+ * The bio hook of bio->bi_bdev, reached from submit_bio_noacct() only when
+ * the device had a filter a moment ago (blkfilter_bio() in blk.h).
  *
  * BIO_FILTERED is the recursion guard: it is set on a bio before the filter
  * of its device sees it, and by blkfilter_submit_bio_direct(), so a bio
  * passes through the filter of a given device at most once, whether the
  * filter lets it go on, resubmits it itself, or issues it as a new bio of its
- * own. bio_set_dev() clears the flag when a bio moves to another device, whose
- * filter then sees it. A bio that has been remapped to the whole disk already
- * (BIO_REMAPPED) is not offered again: its sectors no longer are those of the
- * partition.
+ * own. Bios cloned or split from it on the same device inherit the flag
+ * (__bio_clone()). bio_set_dev() clears the flag when a bio moves to another
+ * device, whose filter then sees it. A bio that has been remapped to the
+ * whole disk already (BIO_REMAPPED) is not offered again: its sectors no
+ * longer are those of the partition.
  */
 bool __blkfilter_bio(struct bio *bio)
 {
-	struct block_device *bdev = bio->bi_bdev;
-	struct srcu_ctr __percpu *scp;
-	struct blkfilter *flt;
-	bool taken = false;
+	KUNIT_STATIC_STUB_REDIRECT(__blkfilter_bio, bio);
 
 	if (bio_flagged(bio, BIO_FILTERED) || bio_flagged(bio, BIO_REMAPPED))
 		return false;
+	return blkfilter_offer(bio->bi_bdev, bio, true);
+}
 
-	scp = srcu_read_lock_fast(&blkfilter_srcu);
-	flt = srcu_dereference(bdev->bd_filter, &blkfilter_srcu);
-	if (flt) {
-		bio_set_flag(bio, BIO_FILTERED);
-		taken = flt->ops->submit_bio(flt, bio);
-	}
-	srcu_read_unlock_fast(&blkfilter_srcu, scp);
-	return taken;
+/*
+ * The hook of the whole disk, for a bio submitted to one of its partitions:
+ * reached from submit_bio_noacct() right after blk_partition_remap(), so the
+ * bio has BIO_REMAPPED set and whole-disk sectors, and only when the whole
+ * disk had a filter a moment ago (blkfilter_bio_whole() in blk.h). The bio
+ * is not offered again when resubmitted, as it stays remapped; BIO_FILTERED,
+ * which is about the partition's filter, is left alone.
+ */
+bool __blkfilter_bio_whole(struct bio *bio)
+{
+	KUNIT_STATIC_STUB_REDIRECT(__blkfilter_bio_whole, bio);
+
+	return blkfilter_offer(bdev_whole(bio->bi_bdev), bio, false);
 }
 
 /**
@@ -386,6 +583,10 @@ static int blkfilter_copy_name(char *name, const __u8 __user *uname)
 	return 0;
 }
 
+/*
+ * The ioctls. Each returns -EPERM without CAP_SYS_ADMIN, then -EFAULT when
+ * the argument cannot be read, then the errors of the call it makes.
+ */
 int blkfilter_ioctl_attach(struct block_device *bdev,
 			   struct blkfilter_name __user *argp)
 {

@@ -177,8 +177,10 @@ pub trait TrackedDevice {
     fn detach(&self) -> Result<()>;
     /// State of the change tracker.
     fn cbt_info(&self) -> Result<CbtInfo>;
-    /// Copies map bytes from `offset` into `buf`; returns how many.
-    fn cbt_map_chunk(&self, offset: u32, buf: &mut [u8]) -> Result<usize>;
+    /// Copies the map bytes from `offset` into `buf`, which must not reach
+    /// past the end of the map: the kernel copies what is left of the map
+    /// and returns 0 (the v6 interface), not the number of bytes copied.
+    fn cbt_map_chunk(&self, offset: u32, buf: &mut [u8]) -> Result<()>;
     /// Marks sector ranges as changed.
     fn mark_dirty(&self, ranges: &[SectorRange]) -> Result<()>;
     /// Adds the device to a created snapshot.
@@ -194,13 +196,8 @@ pub trait TrackedDevice {
         let mut done = 0;
         while done < total {
             let end = total.min(done + CHUNK);
-            let n = self.cbt_map_chunk(done as u32, &mut map[done..end])?;
-            if n == 0 || n > end - done {
-                return Err(crate::Error::Protocol(format!(
-                    "CBT map read at offset {done} returned {n} bytes"
-                )));
-            }
-            done += n;
+            self.cbt_map_chunk(done as u32, &mut map[done..end])?;
+            done = end;
         }
         Ok(map)
     }

@@ -242,17 +242,17 @@ impl TrackedDevice for FakeDevice {
         })
     }
 
-    fn cbt_map_chunk(&self, offset: u32, buf: &mut [u8]) -> Result<usize> {
+    fn cbt_map_chunk(&self, offset: u32, buf: &mut [u8]) -> Result<()> {
         let path = self.id.path.clone();
         self.with("cbtmap", |st| {
             let t = tracker(st, &path)?;
             let start = offset as usize;
-            if start >= t.read_map.len() {
+            if start > t.read_map.len() {
                 return Err(Errno::EINVAL);
             }
             let n = buf.len().min(t.read_map.len() - start);
             buf[..n].copy_from_slice(&t.read_map[start..start + n]);
-            Ok(n)
+            Ok(())
         })
     }
 
@@ -262,11 +262,19 @@ impl TrackedDevice for FakeDevice {
             let bs = u64::from(st.block_size);
             let capacity = st.disks[&path].data.len() as u64;
             let t = tracker(st, &path)?;
+            // As the kernel does: an empty range, or one that starts at or
+            // past the end, fails with EINVAL; one that runs past the end
+            // is cut there.
             for r in ranges {
-                let (start, end) = (r.offset * SECTOR_SIZE, (r.offset + r.count) * SECTOR_SIZE);
-                if r.count == 0 || end > capacity {
-                    return Err(Errno::ERANGE);
+                let start = r.offset.saturating_mul(SECTOR_SIZE);
+                if r.count == 0 || start >= capacity {
+                    return Err(Errno::EINVAL);
                 }
+                let end = r
+                    .offset
+                    .saturating_add(r.count)
+                    .saturating_mul(SECTOR_SIZE)
+                    .min(capacity);
                 for b in start / bs..=(end - 1) / bs {
                     t.write_map[b as usize] = t.active;
                     t.read_map[b as usize] = t.previous;

@@ -246,14 +246,14 @@ impl TrackedDevice for Device {
         })
     }
 
-    fn cbt_map_chunk(&self, offset: u32, buf: &mut [u8]) -> Result<usize> {
+    fn cbt_map_chunk(&self, offset: u32, buf: &mut [u8]) -> Result<()> {
         let mut arg = blksnap_cbtmap {
             offset,
             length: u32::try_from(buf.len()).unwrap_or(u32::MAX),
             buffer: buf.as_mut_ptr() as u64,
         };
-        let n = self.ctl("cbtmap", ctl::CBTMAP, &mut arg)?;
-        usize::try_from(n).map_err(|_| Error::Protocol(format!("cbtmap returned {n}")))
+        // Success is 0 (v6); the bytes copied are not reported.
+        self.ctl("cbtmap", ctl::CBTMAP, &mut arg).map(drop)
     }
 
     fn mark_dirty(&self, ranges: &[SectorRange]) -> Result<()> {

@@ -4,8 +4,8 @@
  *
  * A filter sees the bios submitted to a block device before the device
  * does. It is attached to a device on the fly through BLKFILTER_ATTACH
- * (see <uapi/linux/blk-filter.h>) and can take a bio over, or let it go on
- * to the device.
+ * (see <uapi/linux/blk-filter.h>) or blkfilter_attach(), and can take a bio
+ * over, or let it go on to the device.
  */
 #ifndef _LINUX_BLK_FILTER_H
 #define _LINUX_BLK_FILTER_H
@@ -21,24 +21,32 @@ struct blkfilter_operations;
 
 /**
  * struct blkfilter - a filter attached to a block device
- * @ops: the operations of the filter type that created it
+ * @ops: the operations of the filter type that created it; set by the core
+ *	after @ops->attach has returned the filter
  *
  * The filter type embeds this structure in its own per-device state, which
  * it allocates in @ops->attach. The core frees nothing: it calls @ops->detach
  * once the filter is unpublished and no @ops->submit_bio call is running.
  */
 struct blkfilter {
-	const struct blkfilter_operations *ops;
+	struct blkfilter_operations *ops;
 };
 
 /**
  * struct blkfilter_operations - a filter type
  * @link: entry in the list of registered filter types (core use)
+ * @users: attaches in progress and filters attached (core use)
  * @owner: module implementing the filter type
  * @name: unique name, at most BLKFILTER_NAME_LENGTH bytes
- * @attach: create the filter state for @bdev. Called with the queue of the
- *	device frozen (and the file system on it frozen, if one is mounted);
- *	may sleep. Returns the new filter or an ERR_PTR.
+ * @attach: create the filter state for @bdev and return the &struct blkfilter
+ *	embedded in it, or an ERR_PTR. Called in process context without any
+ *	lock of the core held and before the filter is published: the device
+ *	is neither frozen nor quiesced, I/O to it goes on meanwhile and is not
+ *	seen by the filter. May sleep, allocate with GFP_KERNEL and do I/O on
+ *	@bdev. The core sets the @ops field of the returned filter itself.
+ *	If the filter cannot be published after all (the device went away,
+ *	another filter was attached meanwhile, or freezing the file system on
+ *	@bdev failed), @detach is called for it without it having seen a bio.
  * @detach: release the filter state. Called once, in process context, after
  *	BLKFILTER_DETACH or when the device goes away; no @submit_bio call is
  *	running or will be made by then.
@@ -50,14 +58,22 @@ struct blkfilter {
  *	entry and the length used (or needed) on return. Serialized with
  *	attach and detach of the same device; may sleep.
  * @submit_bio: see a bio before the device does. Called in the context of
- *	the submitter, outside of any lock, with sectors relative to the start
- *	of the filtered device (before partition remapping). Returns true when
- *	the filter has taken the bio over (it will complete it, or resubmit it
- *	with blkfilter_submit_bio_direct()), false to let it go on to the
- *	device. A bio is offered to the filter of a device at most once.
+ *	the submitter, outside of any lock, inside a read-side section of the
+ *	core's SRCU (so it must not call blkfilter_fence() or detach a filter
+ *	and wait for that). The sectors of the bio are relative to the start
+ *	of the device the filter is attached to. For a filter on a whole disk,
+ *	bio->bi_bdev may be a partition of that disk: the bio was submitted to
+ *	the partition, has been remapped to the whole disk already, and its
+ *	sectors are those of the whole disk. Returns true when the filter has
+ *	taken the bio over (it will complete it, or resubmit it with
+ *	blkfilter_submit_bio_direct()), false to let it go on to the device.
+ *	A bio is offered to the filter of a device at most once; bios split
+ *	off or cloned from it on the same device (bio_split(),
+ *	bio_alloc_clone()) are not offered again either.
  */
 struct blkfilter_operations {
 	struct list_head link;
+	atomic_t users;
 	struct module *owner;
 	const char *name;
 	struct blkfilter *(*attach)(struct block_device *bdev);
@@ -70,16 +86,14 @@ struct blkfilter_operations {
 int blkfilter_register(struct blkfilter_operations *ops);
 void blkfilter_unregister(struct blkfilter_operations *ops);
 
-/**
- * blkfilter_init - initialize the core part of a filter in @ops->attach
- * @flt: the filter
- * @ops: its filter type
- */
-static inline void blkfilter_init(struct blkfilter *flt,
-				  const struct blkfilter_operations *ops)
-{
-	flt->ops = ops;
-}
+int blkfilter_attach(struct block_device *bdev, const char *name);
+int blkfilter_detach(struct block_device *bdev, const char *name);
+
+struct blkfilter *blkfilter_lock(struct block_device *bdev,
+				 const struct blkfilter_operations *ops);
+void blkfilter_unlock(struct block_device *bdev);
+
+void blkfilter_fence(void);
 
 /*
  * blkfilter_submit_bio_direct - submit a bio that the filter must not see

@@ -29,3 +29,8 @@ rust_helper_bdev_get_integrity(struct block_device *bdev)
 {
 	return bdev_get_integrity(bdev);
 }
+
+__rust_helper sector_t rust_helper_bdev_zone_sectors(struct block_device *bdev)
+{
+	return bdev_zone_sectors(bdev);
+}

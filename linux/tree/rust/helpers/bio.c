@@ -25,3 +25,8 @@ __rust_helper void rust_helper_bio_set_dev(struct bio *bio,
 {
 	bio_set_dev(bio, bdev);
 }
+
+__rust_helper bool rust_helper_bio_in_atomic(void)
+{
+	return bio_in_atomic();
+}

@@ -45,14 +45,30 @@ struct blkfilter_ctl {
 };
 
 /*
- * Block device ioctls of the filter interface.  They live in the 0x12 ('BLK')
- * range next to the other block ioctls of <linux/fs.h>; numbers 140 to 142
- * are reserved for them there.
+ * Block device ioctls of the filter interface, in the 0x12 ('BLK') range of
+ * the block ioctls of <linux/fs.h>.
  *
- * BLKFILTER_ATTACH: attach the named filter; EALREADY if that filter is
- *	already attached, EBUSY if another one is.
- * BLKFILTER_DETACH: detach the named filter; ENOENT if it is not attached.
+ * The numbers are those of the blksnap v6 interface, kept so that its
+ * clients work unchanged. They are NOT reserved for this interface upstream,
+ * where they are taken already:
+ *
+ * - 140 and 141 are reserved for future blk-crypto ioctls
+ *   (<linux/blk-crypto.h>; <linux/fs.h> gives 137-141 to blk-crypto);
+ * - 142 is used twice: by BLKREPORTZONEV2 (<linux/blkzoned.h>, argument
+ *   struct blk_zone_report, 16 bytes) and by BLKTRACESETUP2 (<linux/fs.h>,
+ *   struct blk_user_trace_setup2, 192 bytes).
+ *
+ * An ioctl value also encodes the argument size, so the values below do not
+ * equal any of those today (struct blkfilter_ctl is 48 bytes, struct
+ * blkfilter_name 32), but a future blk-crypto ioctl at 140 or 141 with a
+ * 32-byte _IOWR argument would. An upstream submission needs numbers of its
+ * own (see Documentation/block/blkfilter.rst).
+ *
+ * BLKFILTER_ATTACH: attach the named filter.
+ * BLKFILTER_DETACH: detach the named filter.
  * BLKFILTER_CTL: send a command to the attached filter.
+ * The errors, in the order they are checked, are listed in
+ * Documentation/block/blkfilter.rst.
  */
 #define BLKFILTER_ATTACH	_IOWR(0x12, 140, struct blkfilter_name)
 #define BLKFILTER_DETACH	_IOWR(0x12, 141, struct blkfilter_name)

@@ -159,6 +159,13 @@ impl BlockDevice {
         unsafe { bindings::bdev_nr_sectors(self.as_raw()) }
     }
 
+    /// Returns the size of the zones of a zoned device in 512-byte sectors, 0 if the device is not
+    /// zoned.
+    pub fn zone_sectors(&self) -> u64 {
+        // SAFETY: By the type invariant the device is valid.
+        unsafe { bindings::bdev_zone_sectors(self.as_raw()) }
+    }
+
     /// Returns the current size of the device in bytes.
     pub fn capacity_bytes(&self) -> u64 {
         self.nr_sectors() << SECTOR_SHIFT
@@ -506,7 +513,7 @@ impl Drop for BlockDeviceFile {
 }
 
 #[cfg(CONFIG_RUST_BLOCK_KUNIT_TEST)]
-#[kunit_tests(rust_block_bdev)]
+#[macros::kunit_tests(rust_block_bdev)]
 mod tests {
     use super::*;
 

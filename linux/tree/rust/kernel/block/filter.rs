@@ -10,10 +10,10 @@
 //! `BLKFILTER_CTL` and detaches it with `BLKFILTER_DETACH`.
 //!
 //! In Rust a filter type is a type implementing [`Filter`]: a value of it is the per-device
-//! state. Its [`Operations`] live in a `static`: the C core links them into its list of filter
-//! types, so they must never move, and every filter made by the type must point to them (the
-//! core checks it), which is why [`Filter::operations`] names that `static`. A [`Registration`]
-//! makes the filter type known to the block layer until it is dropped.
+//! state. A [`Registration`] owns the C operations of the type, pinned, and makes the type known
+//! to the block layer until it is dropped. A filter sees each bio as a [`FilterBio`]: it lets the
+//! bio go on to the device by returning, or takes it over as a [`PendingBio`] that it must end or
+//! pass on later.
 //!
 //! # Examples
 //!
@@ -22,8 +22,7 @@
 //! ```
 //! use kernel::block::{
 //!     bdev::BlockDevice,
-//!     bio::Bio,
-//!     filter::{CtlBuffer, Filter, Operations, Registration},
+//!     filter::{CtlBuffer, Filter, FilterBio, Registration},
 //! };
 //! use kernel::prelude::*;
 //! use kernel::sync::atomic::{Atomic, Relaxed};
@@ -32,15 +31,9 @@
 //!     writes: Atomic<u64>,
 //! }
 //!
-//! static WRITE_COUNTER: Operations<WriteCounter> = Operations::new();
-//!
 //! #[vtable]
 //! impl Filter for WriteCounter {
 //!     const NAME: &'static CStr = c"write-counter";
-//!
-//!     fn operations() -> &'static Operations<Self> {
-//!         &WRITE_COUNTER
-//!     }
 //!
 //!     fn attach(bdev: &BlockDevice) -> impl PinInit<Self, Error> {
 //!         pr_info!("counting the writes of {}\n", bdev.dev());
@@ -59,16 +52,15 @@
 //!         }
 //!     }
 //!
-//!     fn submit_bio(&self, bio: &Bio) -> bool {
+//!     fn submit_bio(&self, bio: FilterBio<'_>) {
 //!         if bio.op().is_write() {
 //!             self.writes.add(1, Relaxed);
 //!         }
-//!         // Let the bio go on to the device.
-//!         false
+//!         // Returning without taking the bio lets it go on to the device.
 //!     }
 //! }
 //!
-//! fn register(module: &'static ThisModule) -> Result<Registration<WriteCounter>> {
+//! fn register(module: &'static ThisModule) -> impl PinInit<Registration<WriteCounter>, Error> {
 //!     Registration::register(module)
 //! }
 //! # let _ = register;
@@ -76,40 +68,45 @@
 
 use crate::{
     bindings,
-    block::{bdev::BlockDevice, bio::Bio},
+    block::{
+        bdev::BlockDevice,
+        bio::{Bio, PendingBio},
+    },
     error::{to_result, VTABLE_DEFAULT_ERROR},
     ffi::{c_int, c_uint},
     prelude::*,
-    sync::atomic::{Atomic, Full, Relaxed, Release},
     transmute::{AsBytes, FromBytes},
     types::Opaque,
     uaccess::{UserSlice, UserSliceReader, UserSliceWriter},
 };
-use core::{marker::PhantomData, mem::size_of, ptr};
+use core::{marker::PhantomData, mem::size_of, ops::Deref, ptr::NonNull};
 
-/// The argument buffer of a `BLKFILTER_CTL` command: a user-space buffer and its length.
+/// The argument buffer of a `BLKFILTER_CTL` command: a user-space buffer of a given capacity, and
+/// the length reported back to user space.
 ///
-/// On entry the length is the size of the buffer given by user space; the filter sets it to the
-/// number of bytes it used (or needs), which the block layer reports back to user space.
+/// The capacity is the size user space gave for the buffer and does not change; the reported
+/// length starts equal to it, and the filter sets it to the number of bytes it used (or needs),
+/// which the block layer copies back to user space.
 pub struct CtlBuffer<'a> {
     ptr: UserPtr,
+    capacity: u32,
     len: &'a mut u32,
 }
 
 impl CtlBuffer<'_> {
-    /// Returns the length of the buffer in bytes (as last set by [`CtlBuffer::set_len`]).
-    pub fn len(&self) -> usize {
-        *self.len as usize
-    }
-
-    /// Returns whether the buffer is empty.
-    pub fn is_empty(&self) -> bool {
-        *self.len == 0
+    /// Returns the size of the buffer in bytes, as given by user space.
+    pub fn capacity(&self) -> usize {
+        self.capacity as usize
     }
 
     /// Sets the length reported back to user space: the bytes used, or needed.
     pub fn set_len(&mut self, len: u32) {
         *self.len = len;
+    }
+
+    /// Returns the length that will be reported back to user space.
+    pub fn reported_len(&self) -> u32 {
+        *self.len
     }
 
     /// Returns the user-space address of the buffer.
@@ -119,7 +116,7 @@ impl CtlBuffer<'_> {
 
     /// Returns the whole buffer as a [`UserSlice`].
     pub fn user_slice(&self) -> UserSlice {
-        UserSlice::new(self.ptr, self.len())
+        UserSlice::new(self.ptr, self.capacity())
     }
 
     /// Returns a reader of the whole buffer.
@@ -134,35 +131,73 @@ impl CtlBuffer<'_> {
 
     /// Reads a `T` from the start of the buffer.
     ///
-    /// Fails with [`EINVAL`] if the buffer is smaller than a `T` (setting the length to the size
-    /// needed), with [`EFAULT`] if the buffer cannot be read.
+    /// Fails with [`EINVAL`] if the buffer is smaller than a `T` (reporting the size needed), with
+    /// [`EFAULT`] if the buffer cannot be read.
     pub fn read<T: FromBytes>(&mut self) -> Result<T> {
-        self.check_len::<T>()?;
+        self.check_capacity::<T>()?;
         self.reader().read()
     }
 
-    /// Writes `value` to the start of the buffer and sets the length to its size.
+    /// Writes `value` to the start of the buffer and reports its size as the length.
     ///
-    /// Fails with [`EINVAL`] if the buffer is smaller than a `T` (setting the length to the size
-    /// needed), with [`EFAULT`] if the buffer cannot be written.
+    /// Fails with [`EINVAL`] if the buffer is smaller than a `T` (reporting the size needed), with
+    /// [`EFAULT`] if the buffer cannot be written.
     pub fn write<T: AsBytes>(&mut self, value: &T) -> Result {
-        self.check_len::<T>()?;
+        self.check_capacity::<T>()?;
         self.writer().write(value)?;
-        self.set_len_of::<T>();
+        self.set_len(size_of_u32::<T>());
         Ok(())
     }
 
-    fn check_len<T>(&mut self) -> Result {
-        if self.len() < size_of::<T>() {
-            self.set_len_of::<T>();
+    fn check_capacity<T>(&mut self) -> Result {
+        if self.capacity() < size_of::<T>() {
+            self.set_len(size_of_u32::<T>());
             return Err(EINVAL);
         }
         Ok(())
     }
+}
 
-    fn set_len_of<T>(&mut self) {
-        // A structure passed through ioctls is far smaller than 4 GiB.
-        *self.len = u32::try_from(size_of::<T>()).unwrap_or(u32::MAX);
+/// The size of `T`, for a structure passed through ioctls (far smaller than 4 GiB).
+fn size_of_u32<T>() -> u32 {
+    u32::try_from(size_of::<T>()).unwrap_or(u32::MAX)
+}
+
+/// A bio submitted to a filtered device, seen by its filter before the device.
+///
+/// The filter may look at it through [`Bio`] and return, which lets it go on to the device, or
+/// take it over with [`FilterBio::take`].
+///
+/// # Invariants
+///
+/// `bio` is a valid bio, submitted by someone who keeps its device and pages alive until it ends,
+/// that nobody else changes or ends while this value exists. `taken` is the block layer's record
+/// of whether the filter took the bio over.
+pub struct FilterBio<'a> {
+    bio: NonNull<bindings::bio>,
+    taken: &'a mut bool,
+}
+
+impl FilterBio<'_> {
+    /// Takes the bio over: it does not go on to the device when the filter returns, and is owed
+    /// an end (or a submission) by the returned value.
+    ///
+    /// Passed on with [`PendingBio::submit_noacct`], the bio is not offered to this filter again.
+    pub fn take(self) -> PendingBio {
+        *self.taken = true;
+        // SAFETY: By the type invariant the bio is valid and nobody else ends it; the block layer
+        // learns from `taken` that it must not touch it either, so it is handed over.
+        unsafe { PendingBio::from_raw(self.bio) }
+    }
+}
+
+impl Deref for FilterBio<'_> {
+    type Target = Bio;
+
+    fn deref(&self) -> &Bio {
+        // SAFETY: By the type invariant the bio is valid, not changed by anyone else and its
+        // device is alive while `self` exists.
+        unsafe { Bio::from_raw(self.bio.as_ptr()) }
     }
 }
 
@@ -177,20 +212,17 @@ pub trait Filter: Sized + Send + Sync + 'static {
     /// `BLKFILTER_NAME_LENGTH` (32) bytes.
     const NAME: &'static CStr;
 
-    /// Returns the operations of the filter type, a `static` made with [`Operations::new`].
-    fn operations() -> &'static Operations<Self>;
-
     /// Creates the state of the filter for `bdev`.
     ///
-    /// Called with the queue of the device frozen, so no bio of the device is in flight; may
-    /// sleep.
+    /// Called before the filter is published on the device, with nothing locked or frozen: I/O to
+    /// the device goes on meanwhile, unseen by the filter. May sleep, allocate memory and do I/O.
     fn attach(bdev: &BlockDevice) -> impl PinInit<Self, Error>;
 
     /// Handles a `BLKFILTER_CTL` command `cmd` with its argument buffer `buf`.
     ///
     /// Serialized with attaching and detaching the filter; may sleep. A successful command
     /// returns a non-negative value for the ioctl to return. Without an implementation the block
-    /// layer fails every command with [`EOPNOTSUPP`].
+    /// layer fails every command with [`ENOTTY`].
     fn ctl(&self, _cmd: u32, _buf: &mut CtlBuffer<'_>) -> Result<u32> {
         build_error!(VTABLE_DEFAULT_ERROR)
     }
@@ -198,10 +230,10 @@ pub trait Filter: Sized + Send + Sync + 'static {
     /// Sees `bio` before the device does.
     ///
     /// Called in the context of the submitter, outside of any lock of the block layer, possibly
-    /// on several CPUs at once. Returns `true` if the filter has taken the bio over (it then must
-    /// complete or resubmit it), `false` to let it go on to the device. With the borrowed view of
-    /// the bio only `false` can be honoured; taking bios over needs an owned bio type.
-    fn submit_bio(&self, _bio: &Bio) -> bool {
+    /// on several CPUs at once. The bio goes on to the device when this returns, unless the filter
+    /// took it over with [`FilterBio::take`]. Its sectors are relative to the device the filter is
+    /// attached to; its device may be a partition of that device.
+    fn submit_bio(&self, _bio: FilterBio<'_>) {
         build_error!(VTABLE_DEFAULT_ERROR)
     }
 }
@@ -239,107 +271,153 @@ impl<T: Filter> Attached<T> {
     }
 }
 
-/// The operations of a filter type: the C `struct blkfilter_operations`.
+/// The registration of a filter type with the block layer: it owns the C operations of the type.
 ///
-/// Make one as a `static` with [`Operations::new`] and return it from [`Filter::operations`].
+/// The filter type can be attached to block devices while the registration exists. Dropping it
+/// unregisters the type, and waits until every filter of the type has been detached (the block
+/// layer counts them): their operations are part of the registration.
 ///
 /// # Invariants
 ///
-/// `ops` holds a `struct blkfilter_operations` whose callbacks are those of `T`. It is
-/// registered with the block layer exactly when `registered` is `true`.
-pub struct Operations<T: Filter> {
+/// `ops` holds a `struct blkfilter_operations` whose callbacks are those of `T`, registered with
+/// the block layer by this registration until it is dropped.
+#[pin_data(PinnedDrop)]
+pub struct Registration<T: Filter> {
+    #[pin]
     ops: Opaque<bindings::blkfilter_operations>,
-    registered: Atomic<bool>,
     _t: PhantomData<T>,
 }
 
-// SAFETY: The C structure is only changed before it is registered, by the single caller that
-// won `registered`; afterwards the block layer serializes its own use of it.
-unsafe impl<T: Filter> Sync for Operations<T> {}
+// SAFETY: The C structure is only changed by the block layer, under its own locks, once it is
+// registered; the registration may be dropped on any thread.
+unsafe impl<T: Filter> Send for Registration<T> {}
 
-impl<T: Filter> Default for Operations<T> {
-    fn default() -> Self {
-        Self::new()
-    }
-}
+// SAFETY: `&Registration` only gives access to the operations' address.
+unsafe impl<T: Filter> Sync for Registration<T> {}
 
-impl<T: Filter> Operations<T> {
-    /// Makes the operations of the filter type `T`.
-    pub const fn new() -> Self {
-        // INVARIANT: The callbacks are those of `T`, and the operations are not registered.
-        Self {
-            ops: Opaque::new(bindings::blkfilter_operations {
-                link: bindings::list_head {
-                    next: ptr::null_mut(),
-                    prev: ptr::null_mut(),
-                },
-                owner: ptr::null_mut(),
-                name: crate::str::as_char_ptr_in_const_context(T::NAME),
-                attach: Some(attach_callback::<T>),
-                detach: Some(detach_callback::<T>),
-                ctl: if T::HAS_CTL {
-                    Some(ctl_callback::<T>)
-                } else {
-                    None
-                },
-                submit_bio: Some(submit_bio_callback::<T>),
+impl<T: Filter> Registration<T> {
+    /// Registers the filter type `T`, owned by `module`.
+    ///
+    /// Fails with [`EINVAL`] if the name of `T` is too long, with [`EBUSY`] if a filter type of
+    /// that name is registered already.
+    pub fn register(module: &'static ThisModule) -> impl PinInit<Self, Error> {
+        try_pin_init!(Self {
+            ops <- Opaque::try_ffi_init(move |ops: *mut bindings::blkfilter_operations| {
+                if T::NAME.to_bytes().len() > bindings::BLKFILTER_NAME_LENGTH as usize {
+                    return Err(EINVAL);
+                }
+                // SAFETY: `ops` is valid for writes, and nobody else knows it yet. All-zeroes is
+                // a valid `struct blkfilter_operations` (null pointers, an unused list entry).
+                unsafe {
+                    ops.write(pin_init::zeroed());
+                    (*ops).owner = module.as_ptr();
+                    (*ops).name = crate::str::as_char_ptr_in_const_context(T::NAME);
+                    (*ops).attach = Some(attach_callback::<T>);
+                    (*ops).detach = Some(detach_callback::<T>);
+                    (*ops).ctl = if T::HAS_CTL {
+                        Some(ctl_callback::<T>)
+                    } else {
+                        None
+                    };
+                    (*ops).submit_bio = Some(submit_bio_callback::<T>);
+                }
+                // SAFETY: The structure is fully set up, pinned, and stays registered until the
+                // registration is dropped, which unregisters it first.
+                to_result(unsafe { bindings::blkfilter_register(ops) })
             }),
-            registered: Atomic::new(false),
             _t: PhantomData,
-        }
+        })
     }
 
     fn as_raw(&self) -> *mut bindings::blkfilter_operations {
         self.ops.get()
     }
+
+    /// Returns the filter of this type attached to `bdev`, if there is one.
+    ///
+    /// The filter stays attached while the returned guard lives: its device's filter lock is held
+    /// (so the guard must not be held while attaching, detaching or sending commands to a filter
+    /// of the same device).
+    pub fn lock<'a>(&'a self, bdev: &'a BlockDevice) -> Option<Locked<'a, T>> {
+        // SAFETY: The device is valid; `blkfilter_lock` returns with the lock held exactly when
+        // it returns a filter.
+        let flt = unsafe { bindings::blkfilter_lock(bdev.as_raw(), self.as_raw()) };
+        let flt = NonNull::new(flt)?;
+        // INVARIANT: The filter was made by these operations, so by `attach_callback::<T>`, and
+        // the lock is held.
+        Some(Locked {
+            flt,
+            bdev,
+            _reg: PhantomData,
+        })
+    }
 }
 
-/// The registration of a filter type with the block layer.
-///
-/// The filter type can be attached to block devices while the registration exists. Dropping it
-/// unregisters the filter type; filters already attached stay attached until they are detached.
+#[pinned_drop]
+impl<T: Filter> PinnedDrop for Registration<T> {
+    fn drop(self: Pin<&mut Self>) {
+        // SAFETY: By the type invariant the operations are registered. `blkfilter_unregister`
+        // returns once no attach is in progress and no filter of the type is attached any more,
+        // so nothing uses the operations after the registration is gone.
+        unsafe { bindings::blkfilter_unregister(self.as_raw()) };
+    }
+}
+
+/// The filter of type `T` attached to a device, kept attached while this guard lives.
 ///
 /// # Invariants
 ///
-/// `T::operations()` is registered with the block layer, by this registration.
-pub struct Registration<T: Filter> {
-    _t: PhantomData<T>,
+/// `flt` is the `flt` field of a live `Attached<T>`, attached to `bdev`, whose filter lock is
+/// held by this guard.
+pub struct Locked<'a, T: Filter> {
+    flt: NonNull<bindings::blkfilter>,
+    bdev: &'a BlockDevice,
+    _reg: PhantomData<&'a Registration<T>>,
 }
 
-impl<T: Filter> Registration<T> {
-    /// Registers the filter type `T`, owned by `module`.
-    ///
-    /// Fails with [`EBUSY`] if `T` is already registered, with [`EINVAL`] if its name is too
-    /// long, or with the error of the block layer (a filter of the same name exists).
-    pub fn register(module: &'static ThisModule) -> Result<Self> {
-        if T::NAME.to_bytes().len() > bindings::BLKFILTER_NAME_LENGTH as usize {
-            return Err(EINVAL);
-        }
-        let ops = T::operations();
-        if ops.registered.xchg(true, Full) {
-            return Err(EBUSY);
-        }
-        // SAFETY: Winning `registered` above gives exclusive access to the unregistered
-        // structure; `module` is valid for as long as the module's code runs.
-        unsafe { (*ops.as_raw()).owner = module.as_ptr() };
-        // SAFETY: The structure is a valid `struct blkfilter_operations` in a `static`, so it
-        // never moves and outlives the registration.
-        if let Err(e) = to_result(unsafe { bindings::blkfilter_register(ops.as_raw()) }) {
-            ops.registered.store(false, Relaxed);
-            return Err(e);
-        }
-        // INVARIANT: The operations were just registered.
-        Ok(Self { _t: PhantomData })
+impl<T: Filter> Deref for Locked<'_, T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        // SAFETY: By the type invariant the filter is an `Attached<T>` that stays attached, so
+        // alive, while the guard lives.
+        unsafe { Attached::<T>::data(self.flt.as_ptr()) }
     }
 }
 
-impl<T: Filter> Drop for Registration<T> {
+impl<T: Filter> Drop for Locked<'_, T> {
     fn drop(&mut self) {
-        let ops = T::operations();
-        // SAFETY: By the type invariant the operations are registered, by `self`.
-        unsafe { bindings::blkfilter_unregister(ops.as_raw()) };
-        ops.registered.store(false, Release);
+        // SAFETY: By the type invariant the guard holds the device's filter lock.
+        unsafe { bindings::blkfilter_unlock(self.bdev.as_raw()) };
     }
+}
+
+/// Attaches a filter of the type registered as `name` to `bdev`, as `BLKFILTER_ATTACH` does.
+///
+/// Fails with [`ENOENT`] if no such type is registered, [`ENODEV`] if the device is going away,
+/// [`EALREADY`] if a filter of that type is attached already, [`EBUSY`] if one of another type
+/// is, or with the error of the filter's attach or of freezing the device.
+pub fn attach(bdev: &BlockDevice, name: &CStr) -> Result {
+    // SAFETY: The device and the name are valid for the call.
+    to_result(unsafe { bindings::blkfilter_attach(bdev.as_raw(), name.as_char_ptr()) })
+}
+
+/// Detaches the filter of the type registered as `name` from `bdev`, as `BLKFILTER_DETACH` does.
+///
+/// Fails as the ioctl does ([`ENOENT`] without a filter, [`EINVAL`] for one of another type).
+pub fn detach(bdev: &BlockDevice, name: &CStr) -> Result {
+    // SAFETY: The device and the name are valid for the call.
+    to_result(unsafe { bindings::blkfilter_detach(bdev.as_raw(), name.as_char_ptr()) })
+}
+
+/// Waits until every [`Filter::submit_bio`] call in progress anywhere has returned.
+///
+/// A filter that changes state its `submit_bio` reads (turning on copy-on-write when a snapshot
+/// is taken, say) calls this afterwards: every bio that may have seen the old state has left the
+/// filter by the time it returns. May sleep.
+pub fn fence() {
+    // SAFETY: No precondition; it may sleep, which the caller allows.
+    unsafe { bindings::blkfilter_fence() };
 }
 
 /// # Safety
@@ -355,14 +433,11 @@ unsafe extern "C" fn attach_callback<T: Filter>(
         Err(e) => return e.to_ptr(),
     };
     // SAFETY: The allocation is handed to the block layer, which gives it back exactly once, to
-    // `detach_callback`, where it is dropped in place without having moved.
+    // `detach_callback`, where it is dropped in place without having moved. The block layer sets
+    // the operations of the C part.
     let attached = KBox::into_raw(unsafe { Pin::into_inner_unchecked(attached) });
     // SAFETY: `attached` is valid, and `flt` is the C part it reserves for the block layer.
-    let flt = unsafe { (*attached).flt.get() };
-    // SAFETY: `flt` is valid for writes; the operations are in a `static`, so they outlive every
-    // filter that refers to them.
-    unsafe { bindings::blkfilter_init(flt, T::operations().as_raw()) };
-    flt
+    unsafe { (*attached).flt.get() }
 }
 
 /// # Safety
@@ -393,6 +468,7 @@ unsafe extern "C" fn ctl_callback<T: Filter>(
     let len = unsafe { &mut *plen };
     let mut arg = CtlBuffer {
         ptr: UserPtr::from_ptr(buf.cast()),
+        capacity: *len,
         len,
     };
     match T::ctl(data, cmd, &mut arg) {
@@ -404,7 +480,8 @@ unsafe extern "C" fn ctl_callback<T: Filter>(
 /// # Safety
 ///
 /// Called by the block layer with a filter made by `attach_callback::<T>` that stays alive
-/// during the call and a valid bio that the caller owns and does not change during the call.
+/// during the call and a valid bio that the caller owns, does not change during the call, and
+/// does not touch afterwards if the call returns `true`.
 unsafe extern "C" fn submit_bio_callback<T: Filter>(
     flt: *mut bindings::blkfilter,
     bio: *mut bindings::bio,
@@ -415,7 +492,16 @@ unsafe extern "C" fn submit_bio_callback<T: Filter>(
     // SAFETY: The block layer calls `detach_callback` only once no `submit_bio` call can be
     // running, so the filter is alive during the call.
     let data = unsafe { Attached::<T>::data(flt) };
-    // SAFETY: The bio is valid, submitted to a valid device, and not changed during the call.
-    let bio = unsafe { Bio::from_raw(bio) };
-    T::submit_bio(data, bio)
+    let mut taken = false;
+    let Some(bio) = NonNull::new(bio) else {
+        return false;
+    };
+    // INVARIANT: The bio is valid, its submitter keeps it alive until it ends, and the caller
+    // does not touch it while the filter looks at it, nor afterwards if it is taken over.
+    let fbio = FilterBio {
+        bio,
+        taken: &mut taken,
+    };
+    T::submit_bio(data, fbio);
+    taken
 }

@@ -44,6 +44,7 @@
 use crate::{
     alloc::{Flags, KVec},
     bindings,
+    block::bdev::DevT,
     error::{from_err_ptr, to_result},
     fs::{file::Offset, File, LocalFile},
     page::{Page, PAGE_SIZE},
@@ -363,13 +364,13 @@ impl LocalFile {
         })
     }
 
-    fn inode(&self) -> *mut bindings::inode {
+    pub(crate) fn inode(&self) -> *mut bindings::inode {
         // SAFETY: The file is valid since `self` is a reference to it, and `f_inode` does not
         // change after the file is opened.
         unsafe { (*self.as_ptr()).f_inode }
     }
 
-    fn file_type(&self) -> u32 {
+    pub(crate) fn file_type(&self) -> u32 {
         // SAFETY: The inode of an open file is valid while the file is. Only the permission bits
         // of `i_mode` may change, so reading the type bits with `READ_ONCE` semantics is fine.
         let mode = unsafe { core::ptr::addr_of!((*self.inode()).i_mode).read_volatile() };
@@ -393,18 +394,143 @@ impl LocalFile {
     }
 }
 
+/// A file that the kernel keeps, to read and write it at explicit positions from any thread.
+///
+/// It is made from a file descriptor of the current task ([`KernelFile::fget`]) or is a file the
+/// kernel created for itself ([`File::create_tmpfile_in`]), which must never be installed in a
+/// file descriptor table: a `KernelFile` cannot be turned into an [`ARef<File>`].
+///
+/// It only gives access to operations that do not use the file position (`f_pos`): that is what
+/// makes it safe to use from other threads even though the file may be in use by the task that
+/// opened it, possibly within an `fdget_pos()` section that skipped the position lock.
+///
+/// # Invariants
+///
+/// `file` is a reference to an open file; no method of this type uses its position.
+pub struct KernelFile {
+    file: ARef<LocalFile>,
+}
+
+// SAFETY: The file reference may be dropped on any thread, and the operations offered do not use
+// the file position, whose accesses are what `LocalFile` keeps on one thread.
+unsafe impl Send for KernelFile {}
+
+// SAFETY: See `Send`: the operations are thread-safe in C.
+unsafe impl Sync for KernelFile {}
+
+impl KernelFile {
+    /// Takes a reference to the file open as `fd` in the current task.
+    ///
+    /// Returns [`EBADF`] if `fd` is not an open file descriptor.
+    pub fn fget(fd: u32) -> Result<Self> {
+        let file = LocalFile::fget(fd).map_err(|_| EBADF)?;
+        // INVARIANT: `fget` returned a reference to an open file.
+        Ok(Self { file })
+    }
+
+    fn new(file: ARef<File>) -> Self {
+        let local: &LocalFile = &file;
+        // INVARIANT: A new reference to the same open file.
+        Self {
+            file: ARef::from(local),
+        }
+    }
+
+    /// See [`LocalFile::read_all_pages_at`].
+    pub fn read_all_pages_at<'a>(
+        &self,
+        segments: impl IntoIterator<Item = PageSegmentMut<'a>>,
+        pos: Offset,
+        flags: Flags,
+    ) -> Result {
+        self.file.read_all_pages_at(segments, pos, flags)
+    }
+
+    /// See [`LocalFile::write_all_pages_at`].
+    pub fn write_all_pages_at<'a>(
+        &self,
+        segments: impl IntoIterator<Item = PageSegment<'a>>,
+        pos: Offset,
+        flags: Flags,
+    ) -> Result {
+        self.file.write_all_pages_at(segments, pos, flags)
+    }
+
+    /// See [`LocalFile::fsync`].
+    pub fn fsync(&self, datasync: bool) -> Result {
+        self.file.fsync(datasync)
+    }
+
+    /// See [`LocalFile::fallocate`].
+    pub fn fallocate(&self, flags: FallocFlags, offset: Offset, len: Offset) -> Result {
+        self.file.fallocate(flags, offset, len)
+    }
+
+    /// See [`LocalFile::size`].
+    pub fn size(&self) -> Offset {
+        self.file.size()
+    }
+
+    /// See [`LocalFile::is_regular`].
+    pub fn is_regular(&self) -> bool {
+        self.file.is_regular()
+    }
+
+    /// See [`LocalFile::is_dir`].
+    pub fn is_dir(&self) -> bool {
+        self.file.is_dir()
+    }
+
+    /// Creates an unnamed temporary regular file in this file, which must be a directory; see
+    /// [`File::create_tmpfile_in`].
+    pub fn create_tmpfile(&self) -> Result<KernelFile> {
+        File::create_tmpfile_in(&self.file)
+    }
+
+    /// Returns whether the file was opened for writing.
+    pub fn is_writable(&self) -> bool {
+        self.file.flags() & bindings::O_ACCMODE != bindings::O_RDONLY
+    }
+
+    /// Returns the device number of the block device the file is, if it is one.
+    pub fn block_device(&self) -> Option<DevT> {
+        if self.file.file_type() != bindings::S_IFBLK {
+            return None;
+        }
+        // SAFETY: The inode of an open file is valid while the file is; `i_rdev` does not change.
+        Some(DevT::from_raw(unsafe { (*self.file.inode()).i_rdev }))
+    }
+
+    /// Returns the device number of the whole disk that holds the file system of the file, if
+    /// that file system is on a block device.
+    pub fn fs_disk(&self) -> Option<DevT> {
+        // SAFETY: The inode of an open file is valid, and so is its super block, which the file
+        // keeps alive; `s_bdev` does not change while it is mounted.
+        let bdev = unsafe { (*(*self.file.inode()).i_sb).s_bdev };
+        if bdev.is_null() {
+            return None;
+        }
+        // SAFETY: `bdev` is the device of the mounted file system, alive while it is mounted; its
+        // disk and the disk's whole-disk device live as long as it does.
+        Some(DevT::from_raw(unsafe {
+            (*(*(*bdev).bd_disk).part0).bd_dev
+        }))
+    }
+}
+
 impl File {
     /// Creates an unnamed temporary regular file in the directory `dir`.
     ///
     /// The file is opened for reading and writing, has mode `0600`, belongs to the current
     /// credentials and is not linked into the directory, so it goes away with its last reference
     /// (`kernel_tmpfile_open`). The file is for kernel-internal use: it is not counted in the
-    /// number of open files, so it must not be installed in a file descriptor table.
+    /// number of open files, so it must not be installed in a file descriptor table, which the
+    /// returned [`KernelFile`] does not allow.
     ///
     /// Returns [`ENOTDIR`] if `dir` is not a directory, [`EOPNOTSUPP`] if its file system has no
     /// unnamed temporary files, and the errors of creating a file in the directory otherwise.
     /// Must be called in process context; it may sleep.
-    pub fn create_tmpfile_in(dir: &LocalFile) -> Result<ARef<File>> {
+    pub fn create_tmpfile_in(dir: &LocalFile) -> Result<KernelFile> {
         if !dir.is_dir() {
             return Err(ENOTDIR);
         }
@@ -434,7 +560,8 @@ impl File {
         unsafe { bindings::mnt_drop_write(mnt) };
 
         // SAFETY: `file` is a new file of which we own the reference.
-        unsafe { Self::from_new_file(file) }
+        let file = unsafe { Self::from_new_file(file) }?;
+        Ok(KernelFile::new(file))
     }
 
     /// Creates an unnamed temporary regular file in the directory open as the file descriptor
@@ -442,7 +569,7 @@ impl File {
     ///
     /// Like [`File::create_tmpfile_in`]; returns [`EBADF`] if `dir_fd` is not an open file
     /// descriptor. Must be called in process context; it may sleep.
-    pub fn create_tmpfile(dir_fd: u32) -> Result<ARef<File>> {
+    pub fn create_tmpfile(dir_fd: u32) -> Result<KernelFile> {
         let dir = LocalFile::fget(dir_fd)?;
         Self::create_tmpfile_in(&dir)
     }

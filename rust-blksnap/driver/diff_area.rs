@@ -1,0 +1,619 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The difference area of one device in a taken snapshot: its chunk map and copy-on-write.
+//!
+//! Copy-on-write: a write (or discard, write-zeroes, secure erase) that touches a chunk whose old
+//! data is not preserved yet is taken over by the filter and held; the chunk's old data is read
+//! from the origin into a buffer, and once every chunk the write touches is preserved the write
+//! goes on to the device. The buffer is then written to the difference storage by a worker and
+//! freed. So the origin's writes wait only for the read of old data, never for the difference
+//! storage, and a write to a chunk that is preserved already costs a look at the chunk map.
+//!
+//! Reads of the snapshot image (see `image`) take each chunk from the difference storage, from
+//! the chunk's buffer, or from the origin. While an image read is served from the origin, writes
+//! to that chunk are held until it is done, so that the read sees the data of the snapshot.
+//!
+//! When the snapshot cannot be kept (the storage is full or fails, memory runs out, the device
+//! goes away), the area is marked corrupted: held writes go on at once, buffers are freed, and
+//! from then on writes pass untouched and image I/O fails. The origin is never harmed.
+
+use crate::{
+    blkio::{self, PageIo},
+    chunk::{Buffer, Geometry, State},
+    snapshot::Shared,
+};
+use core::ops::Range;
+use kernel::{
+    block::{
+        bdev::{BlockDevice, BlockDeviceFile, DevT},
+        bio::{EndIo, Operation, PendingBio, Status},
+        filter::FilterBio,
+    },
+    impl_has_work, new_condvar, new_spinlock, new_work,
+    page::{Page, PAGE_SIZE},
+    prelude::*,
+    sync::{Arc, CondVar, SpinLock},
+    workqueue::{Work, WorkItem},
+};
+
+/// A write held until the chunks it touches are preserved.
+struct Waiter {
+    bio: PendingBio,
+    chunks: Range<u64>,
+}
+
+/// A buffered chunk: its old data in memory, waiting to be stored.
+struct Buffered {
+    index: u64,
+    buf: Arc<Buffer>,
+}
+
+/// The mutable state of a difference area.
+///
+/// # Invariants
+///
+/// `state` and `slot` have one entry per chunk. A chunk is in `buffered` exactly when its state
+/// is [`State::Buffered`], and in `to_store` at most once. `readers` has an entry for a chunk
+/// only while an image read of it from the origin is in flight.
+struct Inner {
+    state: KVVec<u8>,
+    /// For a stored chunk, its place in the difference storage in 4 KiB units.
+    slot: KVVec<u32>,
+    buffered: KVec<Buffered>,
+    to_store: KVec<u64>,
+    readers: KVec<(u64, u32)>,
+    waiting: KVec<Waiter>,
+    /// The error that corrupted the area, or `ESHUTDOWN` once the snapshot is gone.
+    error: Option<Error>,
+}
+
+impl Inner {
+    fn state(&self, index: u64) -> State {
+        self.state
+            .get(index as usize)
+            .map_or(State::Failed, |&s| State::from_u8(s))
+    }
+
+    fn set_state(&mut self, index: u64, state: State) {
+        if let Some(s) = self.state.get_mut(index as usize) {
+            *s = state as u8;
+        }
+    }
+
+    fn has_readers(&self, chunks: &Range<u64>) -> bool {
+        self.readers.iter().any(|(i, _)| chunks.contains(i))
+    }
+
+    /// Whether a write to `chunks` may go on to the origin now.
+    fn may_write(&self, chunks: &Range<u64>) -> bool {
+        chunks.clone().all(|i| self.state(i).is_preserved()) && !self.has_readers(chunks)
+    }
+
+    /// Takes out a held write that may go on now, if there is one.
+    fn next_ready(&mut self) -> Option<PendingBio> {
+        let pos = self
+            .waiting
+            .iter()
+            .position(|w| self.may_write(&w.chunks))?;
+        self.waiting.remove(pos).ok().map(|w| w.bio)
+    }
+}
+
+/// Lets a held write go on to the origin; the filter does not see it again.
+fn pass_on(bio: PendingBio) {
+    if let Err(bio) = bio.submit_noacct() {
+        // Only parts split by a driver are refused; the filter splits nothing.
+        bio.end(Status::from_error(EIO));
+    }
+}
+
+/// The difference area of one device in a taken snapshot.
+#[pin_data]
+pub(crate) struct DiffArea {
+    dev: DevT,
+    origin: BlockDeviceFile,
+    geometry: Geometry,
+    shared: Arc<Shared>,
+    #[pin]
+    inner: SpinLock<Inner>,
+    /// Signalled when a chunk is stored or fails, and when the area is corrupted.
+    #[pin]
+    changed: CondVar,
+    #[pin]
+    store_work: Work<DiffArea>,
+}
+
+impl_has_work! {
+    impl HasWork<Self> for DiffArea { self.store_work }
+}
+
+impl DiffArea {
+    /// Makes the area of the device open as `origin`, with chunks of `geometry`, every chunk
+    /// untouched. May sleep; allocates the chunk map.
+    pub(crate) fn new(
+        origin: BlockDeviceFile,
+        geometry: Geometry,
+        shared: Arc<Shared>,
+    ) -> Result<Arc<Self>> {
+        let count = usize::try_from(geometry.count()).map_err(|_| EFBIG)?;
+        let state = KVVec::from_elem(State::Untouched as u8, count, GFP_KERNEL)?;
+        let slot_map = KVVec::from_elem(0u32, count, GFP_KERNEL)?;
+        let dev = origin.bdev().dev();
+        Arc::pin_init(
+            pin_init!(Self {
+                dev,
+                origin,
+                geometry,
+                shared,
+                inner <- new_spinlock!(Inner {
+                    state,
+                    slot: slot_map,
+                    buffered: KVec::new(),
+                    to_store: KVec::new(),
+                    readers: KVec::new(),
+                    waiting: KVec::new(),
+                    error: None,
+                }),
+                changed <- new_condvar!(),
+                store_work <- new_work!("DiffArea::store_work"),
+            }),
+            GFP_KERNEL,
+        )
+    }
+
+    /// Returns the device number of the origin.
+    pub(crate) fn dev(&self) -> DevT {
+        self.dev
+    }
+
+    /// Returns the chunk geometry.
+    pub(crate) fn geometry(&self) -> &Geometry {
+        &self.geometry
+    }
+
+    /// Returns the origin device.
+    pub(crate) fn origin(&self) -> &BlockDevice {
+        self.origin.bdev()
+    }
+
+    /// Returns the error that corrupted the area, if any.
+    pub(crate) fn error(&self) -> Option<Error> {
+        self.inner.lock().error
+    }
+
+    /// Copy-on-write for a write-like `bio` submitted to the origin: lets it go on if the chunks
+    /// it touches are preserved, takes it over and holds it otherwise.
+    pub(crate) fn cow(self: &Arc<Self>, bio: FilterBio<'_>) {
+        let chunks = self.geometry.chunks(bio.sector(), u64::from(bio.sectors()));
+        if chunks.is_empty() {
+            return;
+        }
+        // The common case: every chunk preserved already.
+        {
+            let inner = self.inner.lock();
+            if inner.error.is_some() || inner.may_write(&chunks) {
+                return;
+            }
+        }
+        let mut to_read = match KVec::with_capacity(chunks.clone().count(), GFP_NOIO) {
+            Ok(v) => v,
+            Err(_) => {
+                self.fail(ENOMEM);
+                return;
+            }
+        };
+        let bio = bio.take();
+        let mut inner = self.inner.lock();
+        if inner.error.is_some() || inner.may_write(&chunks) {
+            drop(inner);
+            pass_on(bio);
+            return;
+        }
+        for i in chunks.clone() {
+            if inner.state(i) == State::Untouched {
+                inner.set_state(i, State::Reading);
+                // The capacity was reserved for every chunk of the range.
+                let _ = to_read.push(i, GFP_ATOMIC);
+            }
+        }
+        if inner.waiting.reserve(1, GFP_ATOMIC).is_err() {
+            drop(inner);
+            pass_on(bio);
+            self.fail(ENOMEM);
+            return;
+        }
+        if let Err(err) = inner.waiting.push_within_capacity(Waiter { bio, chunks }) {
+            drop(inner);
+            pass_on(err.0.bio);
+            self.fail(ENOMEM);
+            return;
+        }
+        drop(inner);
+        for i in to_read {
+            self.start_read(i);
+        }
+    }
+
+    /// Starts reading the old data of chunk `index`, which the caller moved to `Reading`.
+    fn start_read(self: &Arc<Self>, index: u64) {
+        let len = self.geometry.len_bytes(index);
+        let result = Buffer::new(len, GFP_NOIO).and_then(|buf| {
+            let read = CowRead {
+                area: self.clone(),
+                index,
+                buf,
+            };
+            blkio::submit(
+                &self.shared.bio_set,
+                read,
+                Operation::Read,
+                self.geometry.start(index),
+                len,
+            )
+        });
+        if let Err(err) = result {
+            self.fail(err);
+        }
+    }
+
+    /// The old data of chunk `index` is in `buf`: lets the writes go on that waited for it, and
+    /// has the buffer stored.
+    fn buffered(self: &Arc<Self>, index: u64, buf: Buffer) {
+        let buf = match Arc::new(buf, GFP_NOIO) {
+            Ok(buf) => buf,
+            Err(_) => return self.fail(ENOMEM),
+        };
+        let mut inner = self.inner.lock();
+        if inner.error.is_some() {
+            return;
+        }
+        if inner
+            .buffered
+            .push(Buffered { index, buf }, GFP_ATOMIC)
+            .is_err()
+            || inner.to_store.push(index, GFP_ATOMIC).is_err()
+        {
+            drop(inner);
+            return self.fail(ENOMEM);
+        }
+        inner.set_state(index, State::Buffered);
+        drop(inner);
+        self.release_ready();
+        // Already queued if it is pending: it stores everything queued when it runs.
+        let _ = self.shared.queue.enqueue(self.clone());
+    }
+
+    /// Stores the buffered chunks, one after the other. Runs on the snapshot's workqueue.
+    fn store_all(self: &Arc<Self>) {
+        loop {
+            let (index, buf) = {
+                let mut inner = self.inner.lock();
+                if inner.error.is_some() || inner.to_store.is_empty() {
+                    return;
+                }
+                let index = inner.to_store.remove(0).unwrap_or(u64::MAX);
+                let Some(b) = inner.buffered.iter().find(|b| b.index == index) else {
+                    continue;
+                };
+                (index, b.buf.clone())
+            };
+            if let Err(err) = self.store(index, &buf) {
+                return self.fail(err);
+            }
+        }
+    }
+
+    /// Writes the buffer of chunk `index` to the difference storage.
+    fn store(&self, index: u64, buf: &Arc<Buffer>) -> Result {
+        let bytes = self.geometry.chunk_bytes() as u64;
+        let offset = self.shared.storage.alloc(bytes)?;
+        let slot = u32::try_from(offset >> 12).map_err(|_| ENOSPC)?;
+        self.shared.storage.write(
+            &self.shared.bio_set,
+            offset,
+            buf,
+            self.geometry.len_bytes(index),
+        )?;
+        let mut inner = self.inner.lock();
+        if inner.error.is_some() {
+            return Ok(());
+        }
+        if let Some(s) = inner.slot.get_mut(index as usize) {
+            *s = slot;
+        }
+        inner.set_state(index, State::Stored);
+        if let Some(pos) = inner.buffered.iter().position(|b| b.index == index) {
+            // The buffer is freed once no image read holds it any more.
+            let _ = inner.buffered.remove(pos);
+        }
+        drop(inner);
+        self.changed.notify_all();
+        Ok(())
+    }
+
+    /// Marks the area corrupted by `err` (once): held writes go on, buffers are freed, a
+    /// `corrupted` event is queued.
+    pub(crate) fn fail(&self, err: Error) {
+        if self.stop(err) {
+            pr_err!(
+                "{}: snapshot corrupted, error {}\n",
+                self.dev,
+                err.to_errno()
+            );
+            self.shared.corrupted(self.dev, err);
+        }
+    }
+
+    /// Ends copy-on-write because the snapshot is going away: held writes go on.
+    pub(crate) fn shutdown(&self) {
+        self.stop(ESHUTDOWN);
+    }
+
+    /// Stops the area with `err` if it is not stopped yet; returns whether it was this call.
+    fn stop(&self, err: Error) -> bool {
+        let mut inner = self.inner.lock();
+        if inner.error.is_some() {
+            return false;
+        }
+        inner.error = Some(err);
+        let waiting = core::mem::take(&mut inner.waiting);
+        let buffered = core::mem::take(&mut inner.buffered);
+        inner.to_store.clear();
+        drop(inner);
+        drop(buffered);
+        for waiter in waiting {
+            pass_on(waiter.bio);
+        }
+        self.changed.notify_all();
+        true
+    }
+
+    /// What an image read of chunk `index` reads from.
+    fn source(&self, index: u64) -> Result<Source> {
+        let mut inner = self.inner.lock();
+        if let Some(err) = inner.error {
+            return Err(if err == ESHUTDOWN { ENODEV } else { EIO });
+        }
+        match inner.state(index) {
+            State::Stored => {
+                let slot = inner.slot.get(index as usize).copied().ok_or(EIO)?;
+                Ok(Source::Storage(u64::from(slot) << 12))
+            }
+            State::Buffered => inner
+                .buffered
+                .iter()
+                .find(|b| b.index == index)
+                .map(|b| Source::Buffer(b.buf.clone()))
+                .ok_or(EIO),
+            State::Untouched | State::Reading => {
+                match inner.readers.iter_mut().find(|(i, _)| *i == index) {
+                    Some((_, n)) => *n += 1,
+                    None => inner.readers.push((index, 1), GFP_ATOMIC)?,
+                }
+                Ok(Source::Origin)
+            }
+            State::Failed => Err(EIO),
+        }
+    }
+
+    /// An image read of chunk `index` from the origin is done.
+    fn read_done(&self, index: u64) {
+        let mut inner = self.inner.lock();
+        if let Some(pos) = inner.readers.iter().position(|(i, _)| *i == index) {
+            inner.readers[pos].1 -= 1;
+            if inner.readers[pos].1 == 0 {
+                let _ = inner.readers.remove(pos);
+            }
+        }
+        drop(inner);
+        self.release_ready();
+    }
+
+    /// Lets the held writes go on that may now, one at a time, without the lock held while
+    /// submitting.
+    fn release_ready(&self) {
+        loop {
+            let next = self.inner.lock().next_ready();
+            match next {
+                Some(bio) => pass_on(bio),
+                None => return,
+            }
+        }
+    }
+
+    /// Reads `len` bytes at byte `offset` of chunk `index` of the snapshot into the start of
+    /// `tmp`, or returns the buffer that holds them (at `offset`). May sleep.
+    pub(crate) fn read_chunk(
+        self: &Arc<Self>,
+        index: u64,
+        offset: usize,
+        len: usize,
+        tmp: Buffer,
+    ) -> Result<(ReadFrom, Buffer)> {
+        match self.source(index)? {
+            Source::Buffer(buf) => Ok((ReadFrom::Buffer(buf), tmp)),
+            Source::Storage(at) => {
+                let tmp =
+                    self.shared
+                        .storage
+                        .read(&self.shared.bio_set, at + offset as u64, tmp, len)?;
+                Ok((ReadFrom::Tmp, tmp))
+            }
+            Source::Origin => {
+                let sector = self.geometry.start(index) + (offset as u64 >> 9);
+                let result = blkio::sync(
+                    &self.shared.bio_set,
+                    self.clone(),
+                    Operation::Read,
+                    sector,
+                    tmp,
+                    len,
+                );
+                self.read_done(index);
+                Ok((ReadFrom::Tmp, result?))
+            }
+        }
+    }
+
+    /// Makes sure the old data of chunk `index` is in the difference storage, copying it first
+    /// if needed, and returns where. May sleep.
+    pub(crate) fn preserve(self: &Arc<Self>, index: u64) -> Result<u64> {
+        let mut inner = self.inner.lock();
+        loop {
+            if inner.error.is_some() {
+                return Err(EIO);
+            }
+            match inner.state(index) {
+                State::Stored => {
+                    let slot = inner.slot.get(index as usize).copied().ok_or(EIO)?;
+                    return Ok(u64::from(slot) << 12);
+                }
+                State::Failed => return Err(EIO),
+                State::Untouched => {
+                    inner.set_state(index, State::Reading);
+                    drop(inner);
+                    self.start_read(index);
+                    inner = self.inner.lock();
+                }
+                State::Reading | State::Buffered => self.changed.wait(&mut inner),
+            }
+        }
+    }
+
+    /// Writes `buf`'s first `len` bytes at byte `offset` of chunk `index` of the snapshot: the
+    /// chunk is preserved first, and the data goes to its place in the difference storage, never
+    /// to the origin. May sleep.
+    pub(crate) fn write_chunk(
+        self: &Arc<Self>,
+        index: u64,
+        offset: usize,
+        buf: &Arc<Buffer>,
+        len: usize,
+    ) -> Result {
+        let at = self.preserve(index)?;
+        self.shared
+            .storage
+            .write(&self.shared.bio_set, at + offset as u64, buf, len)
+    }
+
+    /// Returns the number of chunks in each state, for tests and diagnostics.
+    pub(crate) fn counts(&self) -> [u64; 5] {
+        let inner = self.inner.lock();
+        let mut counts = [0u64; 5];
+        for &s in inner.state.iter() {
+            counts[State::from_u8(s) as usize] += 1;
+        }
+        counts
+    }
+}
+
+impl WorkItem for DiffArea {
+    type Pointer = Arc<DiffArea>;
+
+    fn run(this: Arc<DiffArea>) {
+        this.store_all();
+    }
+}
+
+impl blkio::Device for DiffArea {
+    fn bdev(&self) -> &BlockDevice {
+        self.origin.bdev()
+    }
+}
+
+/// Where an image read of a chunk takes its data from.
+enum Source {
+    Storage(u64),
+    Buffer(Arc<Buffer>),
+    Origin,
+}
+
+/// Where [`DiffArea::read_chunk`] put the data.
+pub(crate) enum ReadFrom {
+    /// In the temporary buffer, from its start.
+    Tmp,
+    /// In the chunk's buffer, at the offset asked for.
+    Buffer(Arc<Buffer>),
+}
+
+/// The copy-on-write read of a chunk's old data from the origin.
+struct CowRead {
+    area: Arc<DiffArea>,
+    index: u64,
+    buf: Buffer,
+}
+
+impl EndIo for CowRead {
+    fn end_io(self, status: Status) {
+        let CowRead { area, index, buf } = self;
+        match status.to_result() {
+            Ok(()) => area.buffered(index, buf),
+            Err(err) => area.fail(err),
+        }
+    }
+}
+
+impl PageIo for CowRead {
+    fn bdev(&self) -> &BlockDevice {
+        self.area.origin.bdev()
+    }
+
+    fn pages(&self) -> &[Page] {
+        self.buf.pages()
+    }
+}
+
+/// Copies `len` bytes at byte `offset` of `pages` into the segments of `bio` that cover bytes
+/// `[dev_offset, dev_offset + len)` of the device.
+pub(crate) fn copy_to_bio(
+    bio: &mut PendingBio,
+    dev_offset: u64,
+    pages: &[Page],
+    offset: usize,
+    len: usize,
+) -> Result {
+    let end = dev_offset + len as u64;
+    for mut seg in bio.segments() {
+        let seg_start = seg.sector() << 9;
+        let seg_end = seg_start + seg.len() as u64;
+        let from = seg_start.max(dev_offset);
+        let to = seg_end.min(end);
+        let mut pos = from;
+        while pos < to {
+            let src = offset + (pos - dev_offset) as usize;
+            let (page, in_page) = Buffer::locate(src);
+            let n = ((to - pos) as usize).min(PAGE_SIZE - in_page);
+            let src_page = pages.get(page).ok_or(EINVAL)?;
+            seg.copy_from_page((pos - seg_start) as usize, src_page, in_page, n)?;
+            pos += n as u64;
+        }
+    }
+    Ok(())
+}
+
+/// Copies the bytes of `bio` that cover `[dev_offset, dev_offset + len)` of the device into
+/// `pages`, from byte 0.
+pub(crate) fn copy_from_bio(
+    bio: &mut PendingBio,
+    dev_offset: u64,
+    pages: &mut [Page],
+    len: usize,
+) -> Result {
+    let end = dev_offset + len as u64;
+    for seg in bio.segments() {
+        let seg_start = seg.sector() << 9;
+        let seg_end = seg_start + seg.len() as u64;
+        let from = seg_start.max(dev_offset);
+        let to = seg_end.min(end);
+        let mut pos = from;
+        while pos < to {
+            let dst = (pos - dev_offset) as usize;
+            let (page, in_page) = Buffer::locate(dst);
+            let n = ((to - pos) as usize).min(PAGE_SIZE - in_page);
+            let dst_page = pages.get_mut(page).ok_or(EINVAL)?;
+            seg.copy_to_page((pos - seg_start) as usize, dst_page, in_page, n)?;
+            pos += n as u64;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,363 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Snapshots: sets of devices captured at the same instant, their difference storage and their
+//! events, and the registry of the snapshots that exist.
+//!
+//! A snapshot is created with its difference storage, devices join it (`snapshotadd`, on a
+//! device whose change tracker is attached), and it is taken once: the file systems on its
+//! devices are frozen, then for every device the change map is switched and copy-on-write turned
+//! on, the filter is fenced so that no write that saw copy-on-write off is still on its way
+//! through it, and the file systems are thawed. The image disks appear then. Destroying the
+//! snapshot removes the images, lets copy-on-write go, and releases the storage; change tracking
+//! goes on.
+
+use crate::{
+    chunk,
+    diff_area::DiffArea,
+    diff_storage::DiffStorage,
+    event::{Event, EventQueue},
+    image::Image,
+    tracker::Link,
+    uapi::{self, Uuid},
+};
+use kernel::{
+    block::{
+        bdev::{BlockDeviceFile, DevT, FreezeGuard, Holder, OpenMode},
+        bio::BioSet,
+        bio_disk::BioDisk,
+        filter,
+    },
+    new_mutex,
+    prelude::*,
+    random,
+    sync::{Arc, Mutex, SetOnce},
+    time::{Instant, Monotonic},
+    workqueue::{OwnedQueue, QueueFlag},
+};
+
+/// What the difference areas of one snapshot share.
+#[pin_data]
+pub(crate) struct Shared {
+    pub(crate) id: Uuid,
+    #[pin]
+    pub(crate) storage: DiffStorage,
+    #[pin]
+    pub(crate) events: EventQueue,
+    pub(crate) bio_set: Arc<BioSet>,
+    pub(crate) queue: &'static OwnedQueue,
+    epoch: Instant<Monotonic>,
+}
+
+impl Shared {
+    /// Reports that the image of `dev` is corrupted by `err`.
+    pub(crate) fn corrupted(&self, dev: DevT, err: Error) {
+        let mut data = [0u8; 12];
+        data[..4].copy_from_slice(&dev.major().to_ne_bytes());
+        data[4..8].copy_from_slice(&dev.minor().to_ne_bytes());
+        data[8..].copy_from_slice(&err.to_errno().to_ne_bytes());
+        self.events
+            .push(Event::new(&self.epoch, uapi::EVENT_CODE_CORRUPTED, &data));
+    }
+}
+
+/// A device of a snapshot.
+struct Member {
+    link: Arc<Link>,
+    area: Option<Arc<DiffArea>>,
+    image: Option<BioDisk<Image>>,
+}
+
+struct State {
+    taken: bool,
+    destroyed: bool,
+    members: KVec<Member>,
+}
+
+/// A snapshot.
+#[pin_data]
+pub(crate) struct Snapshot {
+    shared: Arc<Shared>,
+    #[pin]
+    state: Mutex<State>,
+}
+
+impl Snapshot {
+    /// Adds the device of `link` to the snapshot.
+    ///
+    /// Fails with `EBUSY` if the snapshot is taken or the device belongs to a snapshot already,
+    /// `ESRCH` if the snapshot is destroyed, `EINVAL` if the device holds the difference
+    /// storage, `EPERM` if the device has an integrity or inline-encryption profile (a copy of
+    /// its data would be wrong), or with the error of opening the device.
+    fn add(&self, link: &Arc<Link>) -> Result {
+        let dev = link.dev();
+        if let Some(why) = link.refusal() {
+            pr_err!("{}: refused: {}\n", dev, why);
+            return Err(EPERM);
+        }
+        if self.shared.storage.is_on_disk(link.disk()) {
+            pr_err!("{}: refused: the difference storage is on this disk\n", dev);
+            return Err(EINVAL);
+        }
+        let mut state = self.state.lock();
+        if state.destroyed {
+            return Err(ESRCH);
+        }
+        if state.taken {
+            return Err(EBUSY);
+        }
+        state.members.reserve(1, GFP_KERNEL)?;
+        link.join(self.shared.id)?;
+        state
+            .members
+            .push_within_capacity(Member {
+                link: link.clone(),
+                area: None,
+                image: None,
+            })
+            .map_err(|_| ENOMEM)
+    }
+
+    /// Takes the snapshot; see the module documentation.
+    fn take(&self, params: &chunk::Params) -> Result {
+        let mut state = self.state.lock();
+        if state.destroyed {
+            return Err(ESRCH);
+        }
+        if state.taken {
+            return Err(EALREADY);
+        }
+        if state.members.is_empty() {
+            return Err(ENODEV);
+        }
+        // Everything that may allocate or fail is done before the devices are frozen.
+        let mut prepared = KVec::with_capacity(state.members.len(), GFP_KERNEL)?;
+        let mut areas = KVec::with_capacity(state.members.len(), GFP_KERNEL)?;
+        for member in state.members.iter() {
+            if member.link.is_detached() {
+                return Err(ENODEV);
+            }
+            let origin = BlockDeviceFile::open(member.link.dev(), OpenMode::Read)?;
+            let bdev = origin.bdev();
+            let geometry =
+                chunk::Geometry::new(bdev.nr_sectors(), bdev.logical_block_size(), params)?;
+            let cbt = member.link.cbt().prepare_take(bdev.nr_sectors())?;
+            prepared.push(cbt, GFP_KERNEL)?;
+            areas.push(
+                DiffArea::new(origin, geometry, self.shared.clone())?,
+                GFP_KERNEL,
+            )?;
+        }
+
+        // Freeze, switch, fence, thaw.
+        let start = Instant::<Monotonic>::now();
+        let mut frozen: KVec<FreezeGuard<'_>> = KVec::with_capacity(areas.len(), GFP_KERNEL)?;
+        for area in areas.iter() {
+            frozen.push(area.origin().freeze()?, GFP_KERNEL)?;
+        }
+        let held = Instant::<Monotonic>::now();
+        for ((member, area), cbt) in state.members.iter().zip(areas.iter()).zip(prepared) {
+            let _ = member.link.cbt().take(cbt);
+            member.link.set_cow(Some(area.clone()));
+        }
+        filter::fence();
+        let switched = held.elapsed();
+        drop(frozen);
+        pr_info!(
+            "snapshot {:?}: taken on {} devices, writes held {} us (freeze and thaw included: {} us)\n",
+            Id(&self.shared.id),
+            areas.len(),
+            switched.as_micros_ceil(),
+            start.elapsed().as_micros_ceil()
+        );
+
+        state.taken = true;
+        let mut result = Ok(());
+        for (member, area) in state.members.iter_mut().zip(areas) {
+            match Image::create(area.clone(), self.shared.queue) {
+                Ok(disk) => {
+                    member.link.set_image();
+                    member.image = Some(disk);
+                }
+                Err(err) => {
+                    area.fail(err);
+                    result = Err(err);
+                }
+            }
+            member.area = Some(area);
+        }
+        result
+    }
+
+    /// Destroys the snapshot: its images go away, copy-on-write ends, its events end.
+    fn destroy(&self) {
+        let mut state = self.state.lock();
+        if state.destroyed {
+            return;
+        }
+        state.destroyed = true;
+        for member in state.members.iter() {
+            member.link.set_cow(None);
+        }
+        // No write is on its way through copy-on-write of this snapshot after this.
+        filter::fence();
+        let members = core::mem::take(&mut state.members);
+        drop(state);
+        for member in members {
+            if let Some(area) = &member.area {
+                area.shutdown();
+                let [untouched, _, _, stored, failed] = area.counts();
+                pr_info!(
+                    "{}: snapshot destroyed: {} chunks preserved, {} untouched, {} failed\n",
+                    area.dev(),
+                    stored,
+                    untouched,
+                    failed
+                );
+            }
+            // The image disk goes first: its bios use the area.
+            drop(member.image);
+            member.link.leave(self.shared.id);
+        }
+        self.shared.events.close();
+        pr_info!(
+            "snapshot {:?}: difference storage used {} of {} bytes\n",
+            Id(&self.shared.id),
+            self.shared.storage.used(),
+            self.shared.storage.limit()
+        );
+    }
+}
+
+/// A snapshot id, printed as a UUID.
+struct Id<'a>(&'a Uuid);
+
+impl core::fmt::Debug for Id<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        for (i, b) in self.0.iter().enumerate() {
+            if matches!(i, 4 | 6 | 8 | 10) {
+                f.write_str("-")?;
+            }
+            write!(f, "{:02x}", b)?;
+        }
+        Ok(())
+    }
+}
+
+/// The snapshots that exist, and what they share.
+#[pin_data]
+pub(crate) struct Registry {
+    #[pin]
+    snapshots: Mutex<KVec<Arc<Snapshot>>>,
+    queue: OwnedQueue,
+    bio_set: Arc<BioSet>,
+    holder: Arc<Holder>,
+    epoch: Instant<Monotonic>,
+    params: chunk::Params,
+}
+
+static REGISTRY: SetOnce<Arc<Registry>> = SetOnce::new();
+
+/// Sets up the registry, at module initialization.
+pub(crate) fn init(params: chunk::Params) -> Result {
+    let queue = OwnedQueue::new(c"blksnap", QueueFlag::Unbound | QueueFlag::MemReclaim, 0)?;
+    let registry = Arc::pin_init(
+        try_pin_init!(Registry {
+            snapshots <- new_mutex!(KVec::new()),
+            queue,
+            bio_set: Arc::pin_init(BioSet::new(64, true), GFP_KERNEL)?,
+            holder: Holder::new(GFP_KERNEL)?,
+            epoch: Instant::<Monotonic>::now(),
+            params,
+        }),
+        GFP_KERNEL,
+    )?;
+    if !REGISTRY.populate(registry) {
+        return Err(EBUSY);
+    }
+    Ok(())
+}
+
+fn registry() -> Result<&'static Registry> {
+    REGISTRY.as_ref().map(|r| &**r).ok_or(ENODEV)
+}
+
+fn find(id: &Uuid) -> Result<Arc<Snapshot>> {
+    let snapshots = registry()?.snapshots.lock();
+    snapshots
+        .iter()
+        .find(|s| &s.shared.id == id)
+        .cloned()
+        .ok_or(ESRCH)
+}
+
+/// Creates a snapshot with the difference storage given by `fd`, up to `limit_sectors`; returns
+/// its id.
+pub(crate) fn create(fd: u32, limit_sectors: u64) -> Result<Uuid> {
+    let reg = registry()?;
+    let id = random::uuid_v4();
+    let shared = Arc::pin_init(
+        try_pin_init!(Shared {
+            id,
+            storage <- DiffStorage::from_fd(fd, limit_sectors, &reg.holder)?,
+            events <- EventQueue::new(),
+            bio_set: reg.bio_set.clone(),
+            queue: &reg.queue,
+            epoch: reg.epoch,
+        }),
+        GFP_KERNEL,
+    )?;
+    let snapshot = Arc::pin_init(
+        pin_init!(Snapshot {
+            shared,
+            state <- new_mutex!(State {
+                taken: false,
+                destroyed: false,
+                members: KVec::new(),
+            }),
+        }),
+        GFP_KERNEL,
+    )?;
+    reg.snapshots.lock().push(snapshot, GFP_KERNEL)?;
+    Ok(id)
+}
+
+/// Adds the device of `link` to snapshot `id`.
+pub(crate) fn add(id: &Uuid, link: &Arc<Link>) -> Result {
+    find(id)?.add(link)
+}
+
+/// Takes snapshot `id`.
+pub(crate) fn take(id: &Uuid) -> Result {
+    let params = registry()?.params;
+    find(id)?.take(&params)
+}
+
+/// Destroys snapshot `id`.
+pub(crate) fn destroy(id: &Uuid) -> Result {
+    let snapshot = {
+        let mut snapshots = registry()?.snapshots.lock();
+        let pos = snapshots
+            .iter()
+            .position(|s| &s.shared.id == id)
+            .ok_or(ESRCH)?;
+        snapshots.remove(pos)?
+    };
+    snapshot.destroy();
+    Ok(())
+}
+
+/// Returns the ids of the snapshots that exist.
+pub(crate) fn collect() -> Result<KVec<Uuid>> {
+    let snapshots = registry()?.snapshots.lock();
+    let mut ids = KVec::with_capacity(snapshots.len(), GFP_KERNEL)?;
+    for s in snapshots.iter() {
+        ids.push(s.shared.id, GFP_KERNEL)?;
+    }
+    Ok(ids)
+}
+
+/// Waits up to `timeout_ms` for the next event of snapshot `id`.
+pub(crate) fn wait_event(id: &Uuid, timeout_ms: u32) -> Result<Event> {
+    let snapshot = find(id)?;
+    snapshot.shared.events.wait(timeout_ms)
+}
