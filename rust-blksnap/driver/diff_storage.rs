@@ -8,7 +8,8 @@
 //! - a file: a regular file opened by user space on any file system (written with
 //!   `vfs_iter_write`, so ext4, xfs and tmpfs alike), or an unnamed temporary file that the
 //!   kernel makes in a directory given by user space and that goes away with the snapshot;
-//! - a block device, which the kernel opens exclusively for the life of the snapshot.
+//! - a block device, kept open through the file user space gave (which it may have opened
+//!   exclusively) for the life of the snapshot.
 //!
 //! Space is handed out from the start of the storage, in pieces of the chunk size of the device
 //! asking, and never reused while the snapshot exists. Running out of space (the limit given at
@@ -19,7 +20,7 @@ use crate::blkio;
 use crate::chunk::Buffer;
 use kernel::{
     block::{
-        bdev::{BlockDevice, BlockDeviceFile, DevT, Holder, OpenMode},
+        bdev::{BlockDevice, BlockDeviceFile, DevT},
         bio::{BioSet, Operation},
     },
     fs::{
@@ -69,22 +70,21 @@ impl DiffStorage {
     /// Makes the storage from the file descriptor `fd` given to `IOCTL_BLKSNAP_SNAPSHOT_CREATE`,
     /// allowed to grow to `limit_sectors` sectors.
     ///
-    /// `fd` may be a regular file opened for writing, a directory (an unnamed temporary file is
-    /// made in it), or a block device (opened exclusively, for `holder`). Fails with `EINVAL`
-    /// for a limit of 0, `EBADF` for a bad descriptor, `EINVAL` for any other kind of file,
-    /// `EBADF` for a regular file not opened for writing.
-    pub(crate) fn from_fd(
-        fd: u32,
-        limit_sectors: u64,
-        holder: &Arc<Holder>,
-    ) -> Result<impl PinInit<Self, Error>> {
+    /// `fd` may be a regular file or a block device opened for writing (the kernel keeps its own
+    /// reference to the file, and so the exclusive claim user space may hold on the device), or
+    /// a directory (an unnamed temporary file is made in it). Fails with `EINVAL` for a limit of
+    /// 0, `EBADF` for a bad descriptor or a file not opened for writing, `EINVAL` for any other
+    /// kind of file.
+    pub(crate) fn from_fd(fd: u32, limit_sectors: u64) -> Result<impl PinInit<Self, Error>> {
         if limit_sectors == 0 {
             return Err(EINVAL);
         }
         let file = KernelFile::fget(fd)?;
-        let (backend, limit) = if let Some(dev) = file.block_device() {
-            let bdev =
-                BlockDeviceFile::open_exclusive(dev, OpenMode::Read | OpenMode::Write, holder)?;
+        let (backend, limit) = if file.block_device().is_some() {
+            if !file.is_writable() {
+                return Err(EBADF);
+            }
+            let bdev = file.into_block_device()?;
             let size = bdev.bdev().capacity_bytes();
             (
                 Backend::Bdev(Arc::new(BdevStore { file: bdev }, GFP_KERNEL)?),

@@ -22,7 +22,7 @@ use crate::{
 };
 use kernel::{
     block::{
-        bdev::{BlockDeviceFile, DevT, FreezeGuard, Holder, OpenMode},
+        bdev::{BlockDeviceFile, DevT, FreezeGuard, OpenMode},
         bio::BioSet,
         bio_disk::BioDisk,
         filter,
@@ -250,7 +250,6 @@ pub(crate) struct Registry {
     snapshots: Mutex<KVec<Arc<Snapshot>>>,
     queue: OwnedQueue,
     bio_set: Arc<BioSet>,
-    holder: Arc<Holder>,
     epoch: Instant<Monotonic>,
     params: chunk::Params,
 }
@@ -265,7 +264,6 @@ pub(crate) fn init(params: chunk::Params) -> Result {
             snapshots <- new_mutex!(KVec::new()),
             queue,
             bio_set: Arc::pin_init(BioSet::new(64, true), GFP_KERNEL)?,
-            holder: Holder::new(GFP_KERNEL)?,
             epoch: Instant::<Monotonic>::now(),
             params,
         }),
@@ -298,7 +296,7 @@ pub(crate) fn create(fd: u32, limit_sectors: u64) -> Result<Uuid> {
     let shared = Arc::pin_init(
         try_pin_init!(Shared {
             id,
-            storage <- DiffStorage::from_fd(fd, limit_sectors, &reg.holder)?,
+            storage <- DiffStorage::from_fd(fd, limit_sectors)?,
             events <- EventQueue::new(),
             bio_set: reg.bio_set.clone(),
             queue: &reg.queue,

@@ -12,7 +12,6 @@
 # Exit status: 0 when every check passed, non-zero at the first mismatch.
 # vm: --disk 128M --timeout 900
 # vm-requires: CONFIG_BLKSNAP
-# vm-pending: needs snapshots (the CBT-only kernel cannot take one; backups need them)
 set -euo pipefail
 
 DISK=${1:-${SCRATCH_DISKS%% *}}

@@ -60,14 +60,18 @@ round() {
 	step "$what: create and take"
 	ID=$("$BIN" snapshot create --storage "$storage" --limit 128M "$A" "$B")
 	[ -n "$ID" ] || fail "no snapshot id"
-	"$BIN" snapshot collect | grep -q "$ID" || fail "collect does not list $ID"
+	local ids
+	ids=$("$BIN" snapshot collect)
+	grep -q "$ID" <<<"$ids" || fail "collect does not list $ID"
 	bs snapshot take --id "$ID" >/dev/null
 	local IA IB
 	IA=$(image_of "$A")
 	IB=$(image_of "$B")
 	udevadm settle 2>/dev/null || true
 	[ -b "$IA" ] && [ -b "$IB" ] || fail "image disks missing: $IA $IB"
-	"$BIN" snapshot info "$A" | grep -q "blksnap-image_" || fail "snapshot info names no image"
+	local info
+	info=$("$BIN" snapshot info "$A")
+	grep -q "blksnap-image_" <<<"$info" || fail "snapshot info names no image: $info"
 	[ "$(blockdev --getsize64 "$IA")" -eq "$(blockdev --getsize64 "$A")" ] ||
 		fail "image size differs from the origin's"
 
@@ -96,15 +100,16 @@ round() {
 	[ "$(dd if="$IA" bs=64k count=3 status=none | sha256sum | cut -d' ' -f1)" = \
 		"$(dd if="$WORK/a.take" bs=64k count=3 status=none | sha256sum | cut -d' ' -f1)" ] ||
 		fail "the image changed outside of the range written"
-	"$BIN" snapshot info "$A" | grep -qx "error_code: 0" ||
-		fail "snapshot info reports an error: $("$BIN" snapshot info "$A")"
+	local info
+	info=$("$BIN" snapshot info "$A")
+	grep -qx "error_code: 0" <<<"$info" || fail "snapshot info reports an error: $info"
 
 	step "$what: destroy"
 	bs snapshot destroy --id "$ID" >/dev/null
 	ID=
 	udevadm settle 2>/dev/null || true
 	[ ! -e "$IA" ] || fail "image of A still there after destroy"
-	"$BIN" snapshot collect | grep -q . && fail "snapshots left after destroy"
+	[ -z "$("$BIN" snapshot collect)" ] || fail "snapshots left after destroy"
 	cbt_field "$A" changes_number >/dev/null || fail "tracking stopped with the snapshot"
 	# The next round starts from the current data.
 	SUM_A=$NEW_A

@@ -44,7 +44,7 @@
 use crate::{
     alloc::{Flags, KVec},
     bindings,
-    block::bdev::DevT,
+    block::bdev::{BlockDeviceFile, DevT},
     error::{from_err_ptr, to_result},
     fs::{file::Offset, File, LocalFile},
     page::{Page, PAGE_SIZE},
@@ -490,6 +490,17 @@ impl KernelFile {
     /// Returns whether the file was opened for writing.
     pub fn is_writable(&self) -> bool {
         self.file.flags() & bindings::O_ACCMODE != bindings::O_RDONLY
+    }
+
+    /// Turns the file, which must be an opened block device, into a handle of that device (see
+    /// [`BlockDeviceFile::from_file`]), that keeps the device open, with the claim user space
+    /// made when it opened it exclusively, if it did, for as long as the handle lives.
+    pub fn into_block_device(self) -> Result<BlockDeviceFile> {
+        // SAFETY: The handle uses the file only to keep the device open and to find it: its I/O
+        // goes through bios, and nothing of it uses the file position, so an `fdget_pos()`
+        // section of the task that opened the file does not matter.
+        let file = unsafe { LocalFile::assume_no_fdget_pos(self.file) };
+        BlockDeviceFile::from_file(file)
     }
 
     /// Returns the device number of the block device the file is, if it is one.
