@@ -8,7 +8,7 @@
 #   BLKSNAP_BIN=/path/to/blksnap vm/tests/cli-cbt.sh /dev/vdb
 # The disk (default: the first of $SCRATCH_DISKS) is overwritten. It should
 # be 64-512 MiB: the backups, a restored image and the difference storage
-# live in a tmpfs of about three times its size.
+# live in a tmpfs of about five times its size.
 # Exit status: 0 when every check passed, non-zero at the first mismatch.
 # vm: --disk 128M --timeout 900
 # vm-requires: CONFIG_BLKSNAP
@@ -30,7 +30,7 @@ SIZE=$(blockdev --getsize64 "$DISK")
 	fail "$DISK holds $SIZE bytes; use a 64-512 MiB scratch disk"
 
 WORK=$(mktemp -d /tmp/cli-cbt.XXXXXX)
-mount -t tmpfs -o size=$((3 * SIZE + (64 << 20))) cli-cbt "$WORK"
+mount -t tmpfs -o size=$((5 * SIZE + (64 << 20))) cli-cbt "$WORK"
 cleanup() {
 	"$BIN" detach "$DISK" >/dev/null 2>&1 || true
 	umount "$WORK" 2>/dev/null || true
