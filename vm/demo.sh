@@ -23,17 +23,48 @@ fi
 	exit 1
 }
 disk=${SCRATCH_DISKS%% *}
+bs() {
+	echo "+ blksnap $*"
+	"$BLKSNAP_BIN" "$@"
+}
 "$BLKSNAP_BIN" version
-echo "+ blksnap attach $disk"
-"$BLKSNAP_BIN" attach "$disk"
+work=$(mktemp -d /tmp/demo.XXXXXX)
+mount -t tmpfs -o size=1G demo "$work"
+trap 'umount "$work"; rmdir "$work"' EXIT
+mkdir "$work/diff"
+
+section "change tracking"
+bs attach "$disk"
 echo "filter attribute: $(cat "/sys/block/$(basename "$disk")/filter")"
-echo "+ dd: 1 MiB written at 8 MiB (direct I/O)"
-dd if=/dev/urandom of="$disk" bs=1M seek=8 count=1 oflag=direct status=none
-echo "+ blksnap cbtinfo $disk"
-"$BLKSNAP_BIN" cbtinfo "$disk"
-echo "+ blksnap detach $disk"
-"$BLKSNAP_BIN" detach "$disk"
+echo "+ mkfs.ext4 $disk, 20 files of 1 MiB"
+mkfs.ext4 -q -F "$disk"
+mkdir "$work/mnt"
+mount "$disk" "$work/mnt"
+for i in $(seq 20); do head -c 1M /dev/urandom >"$work/mnt/file$i"; done
+sync
+
+section "full backup from a snapshot (the file system stays mounted)"
+bs backup --repo "$work/repo" --storage "$work/diff" --limit 256M "$disk"
+bs cbtinfo "$disk"
+
+section "changes, then an incremental backup"
+echo "+ 3 files rewritten, 1 removed, 1 added"
+for i in 3 7 11; do head -c 1M /dev/urandom >"$work/mnt/file$i"; done
+rm "$work/mnt/file15"
+head -c 512K /dev/urandom >"$work/mnt/new"
+sync
+bs backup --repo "$work/repo" --storage "$work/diff" --limit 256M "$disk"
+files() { (cd "$1" && find . -type f | sort | xargs sha256sum); }
+files "$work/mnt" >"$work/sums"
+umount "$work/mnt"
+
+section "restore into a file and verify"
+bs restore --repo "$work/repo" --device "$(basename "$disk")" "$work/restored.img"
+bs verify --repo "$work/repo" --device "$(basename "$disk")" "$disk"
+mount -o loop,ro "$work/restored.img" "$work/mnt"
+echo "+ sha256sum of the files in the restored image"
+files "$work/mnt" | diff - "$work/sums" && echo "all $(wc -l <"$work/sums") files identical"
+umount "$work/mnt"
+
+bs detach "$disk"
 echo "filter attribute after detach: '$(cat "/sys/block/$(basename "$disk")/filter")'"
-echo
-echo "Snapshots and backups are not in this kernel yet: the CBT map becomes"
-echo "readable at the first snapshot; see docs/blksnap-tool.md for the backup job."

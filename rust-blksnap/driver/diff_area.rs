@@ -26,7 +26,7 @@ use core::ops::Range;
 use kernel::{
     block::{
         bdev::{BlockDevice, BlockDeviceFile, DevT},
-        bio::{EndIo, Operation, PendingBio, Status},
+        bio::{EndIo, Operation, PendingBio, Segment, Status},
         filter::FilterBio,
     },
     impl_has_work, new_condvar, new_spinlock, new_work,
@@ -563,6 +563,33 @@ impl PageIo for CowRead {
     }
 }
 
+/// Calls `f` for each piece of the segments of `bio` that cover bytes
+/// `[dev_offset, dev_offset + len)` of the device, cut at page boundaries of a buffer that holds
+/// device byte `dev_offset` at its byte `buf_offset`: `f(segment, offset in the segment, page of
+/// the buffer, offset in that page, length)`.
+fn for_each_piece(
+    bio: &mut PendingBio,
+    dev_offset: u64,
+    len: usize,
+    buf_offset: usize,
+    mut f: impl FnMut(&mut Segment<'_>, usize, usize, usize, usize) -> Result,
+) -> Result {
+    let end = dev_offset + len as u64;
+    for mut seg in bio.segments() {
+        let seg_start = seg.sector() << 9;
+        let seg_end = seg_start + seg.len() as u64;
+        let mut pos = seg_start.max(dev_offset);
+        let to = seg_end.min(end);
+        while pos < to {
+            let (page, in_page) = Buffer::locate(buf_offset + (pos - dev_offset) as usize);
+            let n = ((to - pos) as usize).min(PAGE_SIZE - in_page);
+            f(&mut seg, (pos - seg_start) as usize, page, in_page, n)?;
+            pos += n as u64;
+        }
+    }
+    Ok(())
+}
+
 /// Copies `len` bytes at byte `offset` of `pages` into the segments of `bio` that cover bytes
 /// `[dev_offset, dev_offset + len)` of the device.
 pub(crate) fn copy_to_bio(
@@ -572,23 +599,9 @@ pub(crate) fn copy_to_bio(
     offset: usize,
     len: usize,
 ) -> Result {
-    let end = dev_offset + len as u64;
-    for mut seg in bio.segments() {
-        let seg_start = seg.sector() << 9;
-        let seg_end = seg_start + seg.len() as u64;
-        let from = seg_start.max(dev_offset);
-        let to = seg_end.min(end);
-        let mut pos = from;
-        while pos < to {
-            let src = offset + (pos - dev_offset) as usize;
-            let (page, in_page) = Buffer::locate(src);
-            let n = ((to - pos) as usize).min(PAGE_SIZE - in_page);
-            let src_page = pages.get(page).ok_or(EINVAL)?;
-            seg.copy_from_page((pos - seg_start) as usize, src_page, in_page, n)?;
-            pos += n as u64;
-        }
-    }
-    Ok(())
+    for_each_piece(bio, dev_offset, len, offset, |seg, at, page, in_page, n| {
+        seg.copy_from_page(at, pages.get(page).ok_or(EINVAL)?, in_page, n)
+    })
 }
 
 /// Copies the bytes of `bio` that cover `[dev_offset, dev_offset + len)` of the device into
@@ -599,21 +612,7 @@ pub(crate) fn copy_from_bio(
     pages: &mut [Page],
     len: usize,
 ) -> Result {
-    let end = dev_offset + len as u64;
-    for seg in bio.segments() {
-        let seg_start = seg.sector() << 9;
-        let seg_end = seg_start + seg.len() as u64;
-        let from = seg_start.max(dev_offset);
-        let to = seg_end.min(end);
-        let mut pos = from;
-        while pos < to {
-            let dst = (pos - dev_offset) as usize;
-            let (page, in_page) = Buffer::locate(dst);
-            let n = ((to - pos) as usize).min(PAGE_SIZE - in_page);
-            let dst_page = pages.get_mut(page).ok_or(EINVAL)?;
-            seg.copy_to_page((pos - seg_start) as usize, dst_page, in_page, n)?;
-            pos += n as u64;
-        }
-    }
-    Ok(())
+    for_each_piece(bio, dev_offset, len, 0, |seg, at, page, in_page, n| {
+        seg.copy_to_page(at, pages.get_mut(page).ok_or(EINVAL)?, in_page, n)
+    })
 }

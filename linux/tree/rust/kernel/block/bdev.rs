@@ -60,7 +60,7 @@ use crate::{
     block::SECTOR_SHIFT,
     error::{from_err_ptr, to_result},
     fmt,
-    fs::{File, LocalFile},
+    fs::{file_io::KernelFile, File, LocalFile},
     prelude::*,
     sync::{aref::ARef, Arc},
     types::Opaque,
@@ -509,6 +509,45 @@ impl Drop for BlockDeviceFile {
             }
             Opener::Shared => drop(file),
         }
+    }
+}
+
+/// Block devices seen through a file kept by the kernel.
+impl KernelFile {
+    /// Turns the file, which must be an opened block device, into a handle of that device (see
+    /// [`BlockDeviceFile::from_file`]), that keeps the device open, with the claim user space
+    /// made when it opened it exclusively, if it did, for as long as the handle lives.
+    pub fn into_block_device(self) -> Result<BlockDeviceFile> {
+        // SAFETY: The handle uses the file only to keep the device open and to find it: its I/O
+        // goes through bios, and nothing of it uses the file position, so an `fdget_pos()`
+        // section of the task that opened the file does not matter.
+        let file = unsafe { LocalFile::assume_no_fdget_pos(self.file) };
+        BlockDeviceFile::from_file(file)
+    }
+
+    /// Returns the device number of the block device the file is, if it is one.
+    pub fn block_device(&self) -> Option<DevT> {
+        if self.file.file_type() != bindings::S_IFBLK {
+            return None;
+        }
+        // SAFETY: The inode of an open file is valid while the file is; `i_rdev` does not change.
+        Some(DevT::from_raw(unsafe { (*self.file.inode()).i_rdev }))
+    }
+
+    /// Returns the device number of the whole disk that holds the file system of the file, if
+    /// that file system is on a block device.
+    pub fn fs_disk(&self) -> Option<DevT> {
+        // SAFETY: The inode of an open file is valid, and so is its super block, which the file
+        // keeps alive; `s_bdev` does not change while it is mounted.
+        let bdev = unsafe { (*(*self.file.inode()).i_sb).s_bdev };
+        if bdev.is_null() {
+            return None;
+        }
+        // SAFETY: `bdev` is the device of the mounted file system, alive while it is mounted; its
+        // disk and the disk's whole-disk device live as long as it does.
+        Some(DevT::from_raw(unsafe {
+            (*(*(*bdev).bd_disk).part0).bd_dev
+        }))
     }
 }
 
