@@ -616,3 +616,202 @@ pub(crate) fn copy_from_bio(
         seg.copy_to_page(at, pages.get_mut(page).ok_or(EINVAL)?, in_page, n)
     })
 }
+
+#[cfg(CONFIG_BLKSNAP_KUNIT_TEST)]
+#[kunit_tests(blksnap_diff_area)]
+mod tests {
+    use super::*;
+    use crate::{chunk::Params, diff_storage::DiffStorage};
+    use kernel::{
+        block::{
+            bdev::OpenMode,
+            bio_disk::{BioDisk, BioDiskBuilder, Operations},
+        },
+        fs::{file_io::KernelFile, File},
+        sync::{ArcBorrow, Mutex},
+    };
+
+    /// Chunks of 4 KiB (8 sectors); the area covers 16 of them.
+    const CHUNK: usize = 4096;
+    const SECTORS: u64 = 16 * 8;
+    /// Past the area, where the tests move data between buffers and memory.
+    const SCRATCH: u64 = SECTORS;
+
+    /// A disk in memory that serves bios at once.
+    #[pin_data]
+    struct Ram {
+        #[pin]
+        data: Mutex<KVVec<u8>>,
+    }
+
+    impl Operations for Ram {
+        type QueueData = Arc<Ram>;
+
+        fn submit_bio(ram: ArcBorrow<'_, Ram>, mut bio: PendingBio) {
+            let write = bio.op().is_write();
+            let mut data = ram.data.lock();
+            let mut status = Status::OK;
+            for mut seg in bio.segments() {
+                let start = (seg.sector() << 9) as usize;
+                let Some(range) = data.get_mut(start..start + seg.len()) else {
+                    status = Status::from_error(EIO);
+                    break;
+                };
+                let res = if write {
+                    seg.copy_to_slice(range)
+                } else {
+                    seg.copy_from_slice(range)
+                };
+                if res.is_err() {
+                    status = Status::from_error(EIO);
+                    break;
+                }
+            }
+            drop(data);
+            bio.end(status);
+        }
+    }
+
+    /// Dropped in this order: the area (which has the disk open), the disk, its memory.
+    struct Setup {
+        area: Arc<DiffArea>,
+        _disk: BioDisk<Ram>,
+        ram: Arc<Ram>,
+    }
+
+    impl Setup {
+        /// The origin, with byte `i` in chunk `i`, a scratch chunk past the area, and an area
+        /// whose storage holds `storage_chunks` chunks.
+        fn new(name: &str, storage_chunks: u64) -> Result<Self> {
+            let mut data = KVVec::new();
+            for i in 0..=SECTORS as usize / 8 {
+                for _ in 0..CHUNK {
+                    data.push(i as u8, GFP_KERNEL)?;
+                }
+            }
+            let ram = Arc::pin_init(
+                pin_init!(Ram {
+                    data <- kernel::new_mutex!(data)
+                }),
+                GFP_KERNEL,
+            )?;
+            let disk = BioDiskBuilder::new()
+                .capacity_sectors(SECTORS + 8)
+                .build::<Ram>(fmt!("blksnap_{name}"), ram.clone())?;
+            let file = KernelFile::from_file(File::new_shmem(c"blksnap-kunit", 0)?);
+            let storage = DiffStorage::from_file(file, storage_chunks * CHUNK as u64);
+            let shared = crate::snapshot::Shared::new(storage)?;
+            let origin = BlockDeviceFile::open(disk.dev(), OpenMode::Read)?;
+            let geometry = Geometry::new(SECTORS, 512, &Params::new(12, 1 << 20, 12))?;
+            let area = DiffArea::new(origin, geometry, shared)?;
+            Ok(Self {
+                area,
+                _disk: disk,
+                ram,
+            })
+        }
+
+        /// Fills chunk `index` of the origin with `byte`, behind the area's back.
+        fn overwrite(&self, index: usize, byte: u8) -> Result {
+            let mut data = self.ram.data.lock();
+            data.get_mut(index * CHUNK..(index + 1) * CHUNK)
+                .ok_or(EINVAL)?
+                .fill(byte);
+            Ok(())
+        }
+
+        /// Returns the first `len` bytes of `buf`, through the scratch chunk.
+        fn bytes(&self, buf: Buffer, len: usize) -> Result<KVec<u8>> {
+            let set = &self.area.shared.bio_set;
+            blkio::sync(set, self.area.clone(), Operation::Write, SCRATCH, buf, len)?;
+            let data = self.ram.data.lock();
+            let start = SCRATCH as usize * 512;
+            let mut out = KVec::new();
+            out.extend_from_slice(data.get(start..start + len).ok_or(EINVAL)?, GFP_KERNEL)?;
+            Ok(out)
+        }
+
+        /// Returns a buffer holding `len` bytes of `byte`, through the scratch chunk.
+        fn filled(&self, byte: u8, len: usize) -> Result<Buffer> {
+            self.overwrite(SCRATCH as usize / 8, byte)?;
+            let set = &self.area.shared.bio_set;
+            let buf = Buffer::new(CHUNK, GFP_KERNEL)?;
+            blkio::sync(set, self.area.clone(), Operation::Read, SCRATCH, buf, len)
+        }
+
+        /// Reads the whole chunk `index` of the snapshot.
+        fn read(&self, index: u64) -> Result<KVec<u8>> {
+            let tmp = Buffer::new(CHUNK, GFP_KERNEL)?;
+            let (from, tmp) = self.area.read_chunk(index, 0, CHUNK, tmp)?;
+            match from {
+                ReadFrom::Tmp => self.bytes(tmp, CHUNK),
+                ReadFrom::Buffer(_) => Err(EAGAIN),
+            }
+        }
+    }
+
+    fn all(bytes: &[u8], byte: u8) -> bool {
+        bytes.iter().all(|&b| b == byte)
+    }
+
+    #[test]
+    fn untouched_chunks_are_read_from_the_origin() -> Result {
+        let t = Setup::new("kunit_da_untouched", 4)?;
+        assert!(all(&t.read(3)?, 3));
+        t.overwrite(3, 0xee)?;
+        // Nothing preserved it: the image follows the origin, as writes that skip the filter do.
+        assert!(all(&t.read(3)?, 0xee));
+        assert_eq!(t.area.counts(), [16, 0, 0, 0, 0]);
+        Ok(())
+    }
+
+    #[test]
+    fn preserved_chunks_keep_their_old_data() -> Result {
+        let t = Setup::new("kunit_da_preserve", 4)?;
+        let slot = t.area.preserve(2)?;
+        assert_eq!(slot, 0);
+        // Preserving again finds the chunk stored.
+        assert_eq!(t.area.preserve(2)?, slot);
+        t.overwrite(2, 0xee)?;
+        assert!(all(&t.read(2)?, 2));
+        assert_eq!(t.area.preserve(9)?, CHUNK as u64);
+        t.overwrite(9, 0xdd)?;
+        assert!(all(&t.read(9)?, 9));
+        assert_eq!(t.area.counts(), [14, 0, 0, 2, 0]);
+        assert_eq!(t.area.shared.storage.used(), 2 * CHUNK as u64);
+        Ok(())
+    }
+
+    #[test]
+    fn image_writes_stay_in_the_storage() -> Result {
+        let t = Setup::new("kunit_da_write", 4)?;
+        let buf = Arc::new(t.filled(0x77, 1024)?, GFP_KERNEL)?;
+        t.area.write_chunk(4, 512, &buf, 1024)?;
+        // The origin is untouched; the image has the write over the old data.
+        assert!(all(&t.ram.data.lock()[4 * CHUNK..5 * CHUNK], 4));
+        let image = t.read(4)?;
+        assert!(all(&image[..512], 4));
+        assert!(all(&image[512..1536], 0x77));
+        assert!(all(&image[1536..], 4));
+        Ok(())
+    }
+
+    #[test]
+    fn a_full_storage_corrupts_the_area() -> Result {
+        let t = Setup::new("kunit_da_full", 2)?;
+        t.area.preserve(0)?;
+        t.area.preserve(1)?;
+        assert_eq!(t.area.error(), None);
+        // The third chunk does not fit: the area is corrupted, once, with ENOSPC.
+        assert_eq!(t.area.preserve(2).err(), Some(EIO));
+        assert_eq!(t.area.error(), Some(ENOSPC));
+        let event = t.area.shared.events.wait(0)?;
+        assert_eq!(event.code, crate::uapi::EVENT_CODE_CORRUPTED);
+        assert_eq!(&event.data[8..12], &ENOSPC.to_errno().to_ne_bytes());
+        assert_eq!(t.area.shared.events.wait(0).err(), Some(ENOENT));
+        // Image reads fail from then on, of preserved chunks too.
+        assert_eq!(t.read(0).err(), Some(EIO));
+        assert_eq!(t.read(5).err(), Some(EIO));
+        Ok(())
+    }
+}

@@ -109,6 +109,19 @@ impl DiffStorage {
         }? Error))
     }
 
+    /// Makes the storage from a regular file, allowed to grow to `limit` bytes.
+    #[cfg_attr(
+        not(CONFIG_BLKSNAP_KUNIT_TEST),
+        expect(dead_code, reason = "only the tests make storage without a descriptor")
+    )]
+    pub(crate) fn from_file(file: KernelFile, limit: u64) -> impl PinInit<Self, Error> {
+        try_pin_init!(Self {
+            backend: Backend::File(file),
+            limit,
+            used <- new_mutex!(0),
+        }? Error)
+    }
+
     /// Returns whether the storage lies on the disk whose whole-disk device is `disk`: such a
     /// device cannot be snapshotted with it, since preserving its data would write to itself.
     pub(crate) fn is_on_disk(&self, disk: DevT) -> bool {

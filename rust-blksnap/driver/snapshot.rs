@@ -288,22 +288,30 @@ fn find(id: &Uuid) -> Result<Arc<Snapshot>> {
         .ok_or(ESRCH)
 }
 
+impl Shared {
+    /// Makes what the areas of a new snapshot share, with the difference storage `storage`.
+    pub(crate) fn new(storage: impl PinInit<DiffStorage, Error>) -> Result<Arc<Self>> {
+        let reg = registry()?;
+        Arc::pin_init(
+            try_pin_init!(Shared {
+                id: random::uuid_v4(),
+                storage <- storage,
+                events <- EventQueue::new(),
+                bio_set: reg.bio_set.clone(),
+                queue: &reg.queue,
+                epoch: reg.epoch,
+            }),
+            GFP_KERNEL,
+        )
+    }
+}
+
 /// Creates a snapshot with the difference storage given by `fd`, up to `limit_sectors`; returns
 /// its id.
 pub(crate) fn create(fd: u32, limit_sectors: u64) -> Result<Uuid> {
     let reg = registry()?;
-    let id = random::uuid_v4();
-    let shared = Arc::pin_init(
-        try_pin_init!(Shared {
-            id,
-            storage <- DiffStorage::from_fd(fd, limit_sectors)?,
-            events <- EventQueue::new(),
-            bio_set: reg.bio_set.clone(),
-            queue: &reg.queue,
-            epoch: reg.epoch,
-        }),
-        GFP_KERNEL,
-    )?;
+    let shared = Shared::new(DiffStorage::from_fd(fd, limit_sectors)?)?;
+    let id = shared.id;
     let snapshot = Arc::pin_init(
         pin_init!(Snapshot {
             shared,

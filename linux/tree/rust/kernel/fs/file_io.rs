@@ -427,7 +427,8 @@ impl KernelFile {
         Ok(Self { file })
     }
 
-    fn new(file: ARef<File>) -> Self {
+    /// Keeps `file` for the kernel, with the operations of a `KernelFile` only.
+    pub fn from_file(file: ARef<File>) -> Self {
         let local: &LocalFile = &file;
         // INVARIANT: A new reference to the same open file.
         Self {
@@ -535,7 +536,7 @@ impl File {
 
         // SAFETY: `file` is a new file of which we own the reference.
         let file = unsafe { Self::from_new_file(file) }?;
-        Ok(KernelFile::new(file))
+        Ok(KernelFile::from_file(file))
     }
 
     /// Creates an unnamed temporary regular file in the directory open as the file descriptor
