@@ -331,41 +331,50 @@ impl DiffArea {
         Ok(())
     }
 
-    /// Marks the area corrupted by `err` (once): held writes go on, buffers are freed, a
-    /// `corrupted` event is queued.
+    /// Marks the area corrupted by `err` (once): a `corrupted` event is queued, then held writes
+    /// go on and buffers are freed.
     pub(crate) fn fail(&self, err: Error) {
-        if self.stop(err) {
+        if let Some(stopped) = self.stop(err) {
             pr_err!(
                 "{}: snapshot corrupted, error {}\n",
                 self.dev,
                 err.to_errno()
             );
+            // Queued before anyone waiting on the area is woken up.
             self.shared.corrupted(self.dev, err);
+            self.release(stopped);
         }
     }
 
     /// Ends copy-on-write because the snapshot is going away: held writes go on.
     pub(crate) fn shutdown(&self) {
-        self.stop(ESHUTDOWN);
+        if let Some(stopped) = self.stop(ESHUTDOWN) {
+            self.release(stopped);
+        }
     }
 
-    /// Stops the area with `err` if it is not stopped yet; returns whether it was this call.
-    fn stop(&self, err: Error) -> bool {
+    /// Stops the area with `err` if it is not stopped yet; returns the held writes and the
+    /// buffers if it was this call.
+    fn stop(&self, err: Error) -> Option<(KVec<Waiter>, KVec<Buffered>)> {
         let mut inner = self.inner.lock();
         if inner.error.is_some() {
-            return false;
+            return None;
         }
         inner.error = Some(err);
-        let waiting = core::mem::take(&mut inner.waiting);
-        let buffered = core::mem::take(&mut inner.buffered);
         inner.to_store.clear();
-        drop(inner);
+        Some((
+            core::mem::take(&mut inner.waiting),
+            core::mem::take(&mut inner.buffered),
+        ))
+    }
+
+    /// Lets the held writes of a stopped area go on, frees its buffers, wakes its waiters.
+    fn release(&self, (waiting, buffered): (KVec<Waiter>, KVec<Buffered>)) {
         drop(buffered);
         for waiter in waiting {
             pass_on(waiter.bio);
         }
         self.changed.notify_all();
-        true
     }
 
     /// What an image read of chunk `index` reads from.
@@ -805,7 +814,7 @@ mod tests {
         // The third chunk does not fit: the area is corrupted, once, with ENOSPC.
         assert_eq!(t.area.preserve(2).err(), Some(EIO));
         assert_eq!(t.area.error(), Some(ENOSPC));
-        let event = t.area.shared.events.wait(0)?;
+        let event = t.area.shared.events.wait(1000)?;
         assert_eq!(event.code, crate::uapi::EVENT_CODE_CORRUPTED);
         assert_eq!(&event.data[8..12], &ENOSPC.to_errno().to_ne_bytes());
         assert_eq!(t.area.shared.events.wait(0).err(), Some(ENOENT));
