@@ -69,6 +69,8 @@ struct Member {
 
 struct State {
     taken: bool,
+    /// A take is under way: the members must not change.
+    taking: bool,
     destroyed: bool,
     members: KVec<Member>,
 }
@@ -77,6 +79,10 @@ struct State {
 #[pin_data]
 pub(crate) struct Snapshot {
     shared: Arc<Shared>,
+    /// Held by take and destroy, never under a device's filter lock.
+    #[pin]
+    busy: Mutex<()>,
+    /// Taken briefly, also under a device's filter lock (by `add`).
     #[pin]
     state: Mutex<State>,
 }
@@ -102,7 +108,7 @@ impl Snapshot {
         if state.destroyed {
             return Err(ESRCH);
         }
-        if state.taken {
+        if state.taken || state.taking {
             return Err(EBUSY);
         }
         state.members.reserve(1, GFP_KERNEL)?;
@@ -118,62 +124,39 @@ impl Snapshot {
     }
 
     /// Takes the snapshot; see the module documentation.
+    ///
+    /// The state lock is taken only briefly: `add` takes it under a device's filter lock, so it
+    /// must not be held while devices are opened, frozen or added (which take the disks'
+    /// `open_mutex` and `s_umount`, ranked above the filter lock). `busy` keeps takes and
+    /// destroys of the snapshot apart instead, and `add` refuses while a take is under way.
     fn take(&self, params: &chunk::Params) -> Result {
-        let mut state = self.state.lock();
-        if state.destroyed {
-            return Err(ESRCH);
-        }
-        if state.taken {
-            return Err(EALREADY);
-        }
-        if state.members.is_empty() {
-            return Err(ENODEV);
-        }
-        // Everything that may allocate or fail is done before the devices are frozen.
-        let mut prepared = KVec::with_capacity(state.members.len(), GFP_KERNEL)?;
-        let mut areas = KVec::with_capacity(state.members.len(), GFP_KERNEL)?;
-        for member in state.members.iter() {
-            if member.link.is_detached() {
+        let _busy = self.busy.lock();
+        let links = {
+            let mut state = self.state.lock();
+            if state.destroyed {
+                return Err(ESRCH);
+            }
+            if state.taken || state.taking {
+                return Err(EALREADY);
+            }
+            if state.members.is_empty() {
                 return Err(ENODEV);
             }
-            let origin = BlockDeviceFile::open(member.link.dev(), OpenMode::Read)?;
-            let bdev = origin.bdev();
-            let geometry =
-                chunk::Geometry::new(bdev.nr_sectors(), bdev.logical_block_size(), params)?;
-            let cbt = member.link.cbt().prepare_take(bdev.nr_sectors())?;
-            prepared.push(cbt, GFP_KERNEL)?;
-            areas.push(
-                DiffArea::new(origin, geometry, self.shared.clone())?,
-                GFP_KERNEL,
-            )?;
-        }
-
-        // Freeze, switch, fence, thaw.
-        let start = Instant::<Monotonic>::now();
-        let mut frozen: KVec<FreezeGuard<'_>> = KVec::with_capacity(areas.len(), GFP_KERNEL)?;
-        for area in areas.iter() {
-            frozen.push(area.origin().freeze()?, GFP_KERNEL)?;
-        }
-        let held = Instant::<Monotonic>::now();
-        for ((member, area), cbt) in state.members.iter().zip(areas.iter()).zip(prepared) {
-            let _ = member.link.cbt().take(cbt);
-            member.link.set_cow(Some(area.clone()));
-        }
-        filter::fence();
-        let switched = held.elapsed();
-        drop(frozen);
-        pr_info!(
-            "snapshot {:?}: taken on {} devices, writes held {} us (freeze and thaw included: {} us)\n",
-            Id(&self.shared.id),
-            areas.len(),
-            switched.as_micros_ceil(),
-            start.elapsed().as_micros_ceil()
-        );
-
+            let mut links = KVec::with_capacity(state.members.len(), GFP_KERNEL)?;
+            for member in state.members.iter() {
+                links.push(member.link.clone(), GFP_KERNEL)?;
+            }
+            state.taking = true;
+            links
+        };
+        let result = self.take_links(&links, params);
+        let mut state = self.state.lock();
+        state.taking = false;
+        let (areas, images) = result?;
         state.taken = true;
         let mut result = Ok(());
-        for (member, area) in state.members.iter_mut().zip(areas) {
-            match Image::create(area.clone(), self.shared.queue) {
+        for ((member, area), image) in state.members.iter_mut().zip(areas).zip(images) {
+            match image {
                 Ok(disk) => {
                     member.link.set_image();
                     member.image = Some(disk);
@@ -188,8 +171,65 @@ impl Snapshot {
         result
     }
 
+    /// Takes the devices of `links`: returns their areas and their image disks.
+    #[expect(clippy::type_complexity, reason = "used once, right above")]
+    fn take_links(
+        &self,
+        links: &[Arc<Link>],
+        params: &chunk::Params,
+    ) -> Result<(KVec<Arc<DiffArea>>, KVec<Result<BioDisk<Image>>>)> {
+        // Everything that may allocate or fail is done before the devices are frozen.
+        let mut prepared = KVec::with_capacity(links.len(), GFP_KERNEL)?;
+        let mut areas = KVec::with_capacity(links.len(), GFP_KERNEL)?;
+        for link in links {
+            if link.is_detached() {
+                return Err(ENODEV);
+            }
+            let origin = BlockDeviceFile::open(link.dev(), OpenMode::Read)?;
+            let bdev = origin.bdev();
+            let geometry =
+                chunk::Geometry::new(bdev.nr_sectors(), bdev.logical_block_size(), params)?;
+            let cbt = link.cbt().prepare_take(bdev.nr_sectors())?;
+            prepared.push(cbt, GFP_KERNEL)?;
+            areas.push(
+                DiffArea::new(origin, geometry, self.shared.clone())?,
+                GFP_KERNEL,
+            )?;
+        }
+        let mut images = KVec::with_capacity(links.len(), GFP_KERNEL)?;
+
+        // Freeze, switch, fence, thaw.
+        let start = Instant::<Monotonic>::now();
+        let mut frozen: KVec<FreezeGuard<'_>> = KVec::with_capacity(areas.len(), GFP_KERNEL)?;
+        for area in areas.iter() {
+            frozen.push(area.origin().freeze()?, GFP_KERNEL)?;
+        }
+        let held = Instant::<Monotonic>::now();
+        for ((link, area), cbt) in links.iter().zip(areas.iter()).zip(prepared) {
+            let _ = link.cbt().take(cbt);
+            link.set_cow(Some(area.clone()));
+        }
+        filter::fence();
+        let switched = held.elapsed();
+        drop(frozen);
+        pr_info!(
+            "snapshot {:?}: taken on {} devices, writes held {} us (freeze and thaw included: {} us)\n",
+            Id(&self.shared.id),
+            areas.len(),
+            switched.as_micros_ceil(),
+            start.elapsed().as_micros_ceil()
+        );
+
+        for area in areas.iter() {
+            // Room was reserved for each.
+            let _ = images.push(Image::create(area.clone(), self.shared.queue), GFP_KERNEL);
+        }
+        Ok((areas, images))
+    }
+
     /// Destroys the snapshot: its images go away, copy-on-write ends, its events end.
     fn destroy(&self) {
+        let _busy = self.busy.lock();
         let mut state = self.state.lock();
         if state.destroyed {
             return;
@@ -315,8 +355,10 @@ pub(crate) fn create(fd: u32, limit_sectors: u64) -> Result<Uuid> {
     let snapshot = Arc::pin_init(
         pin_init!(Snapshot {
             shared,
+            busy <- new_mutex!(()),
             state <- new_mutex!(State {
                 taken: false,
+                taking: false,
                 destroyed: false,
                 members: KVec::new(),
             }),
