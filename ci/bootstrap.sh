@@ -98,15 +98,17 @@ install_bindgen() {
 
 install_vng() {
 	if [ ! -x "$TOOLS/venv/bin/vng" ] ||
-		! "$TOOLS/venv/bin/pip" show virtme-ng 2>/dev/null | grep -q "^Version: $VIRTME_NG_VERSION$"; then
+		[ "$("$TOOLS/venv/bin/pip" show virtme-ng 2>/dev/null | sed -n 's/^Version: //p')" != \
+			"$VIRTME_NG_VERSION" ]; then
 		log "installing virtme-ng $VIRTME_NG_VERSION"
 		python3 -m venv "$TOOLS/venv"
 		"$TOOLS/venv/bin/pip" install -q "virtme-ng==$VIRTME_NG_VERSION"
 	fi
-	# checkpatch.pl runs scripts/spdxcheck.py, which needs ply.
-	if ! "$TOOLS/venv/bin/python3" -c 'import ply' 2>/dev/null; then
-		log "installing ply (for checkpatch's SPDX check)"
-		"$TOOLS/venv/bin/pip" install -q ply
+	# checkpatch.pl runs scripts/spdxcheck.py, which needs ply and GitPython
+	# (ci/series.sh puts this venv first on PATH).
+	if ! "$TOOLS/venv/bin/python3" -c 'import ply, git' 2>/dev/null; then
+		log "installing ply and GitPython (for checkpatch's SPDX check)"
+		"$TOOLS/venv/bin/pip" install -q ply GitPython
 	fi
 }
 

@@ -16,7 +16,7 @@ n=$(find "$out" -name '0*.patch' ! -name '0000-*' | wc -l)
 bad=0
 for p in "$out"/0*.patch; do
 	case $(basename "$p") in 0000-cover-letter.patch) continue ;; esac
-	if ! (cd "$KSRC" && perl scripts/checkpatch.pl --strict --quiet "$p") \
+	if ! (cd "$KSRC" && PATH="$TOOLS/venv/bin:$PATH" perl scripts/checkpatch.pl --strict --quiet "$p") \
 		>"$p.checkpatch" 2>&1; then
 		echo "checkpatch: $(basename "$p"):" >&2
 		cat "$p.checkpatch" >&2

@@ -213,7 +213,7 @@ impl Snapshot {
         let switched = held.elapsed();
         drop(frozen);
         pr_info!(
-            "snapshot {:?}: taken on {} devices, writes held {} us (freeze and thaw included: {} us)\n",
+            "snapshot {:?}: taken on {} devices, writes held {} us (with freeze and thaw {} us)\n",
             Id(&self.shared.id),
             areas.len(),
             switched.as_micros_ceil(),
