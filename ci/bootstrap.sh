@@ -10,7 +10,7 @@ DEB_PKGS=(
 	zstd xz-utils ccache python3-venv
 	clang-19 lld-19 llvm-19 libclang-19-dev
 	qemu-system-x86 qemu-system-ppc
-	fio udev fdisk
+	fio udev fdisk xfsprogs dmsetup
 )
 
 mkdir -p "$TOOLS"

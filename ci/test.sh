@@ -36,6 +36,7 @@ stage host:kunit-checker python3 "$REPO/kunit-tests/test_checker.py" -q
 for arch in "${arches[@]}"; do
 	if stage "build:$arch" bash "$REPO/ci/build.sh" "$arch"; then
 		stage "kunit:$arch" bash "$REPO/ci/kunit.sh" "$arch"
+		stage "kunit:$arch:warn" bash "$REPO/ci/kunit-warn-check.sh" "$arch"
 		if [ "$arch" = x86_64 ]; then
 			stage "vm:selftest" bash "$REPO/ci/vm-tests.sh" selftest
 		fi

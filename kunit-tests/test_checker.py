@@ -91,6 +91,29 @@ class CheckerTest(unittest.TestCase):
         rc, out = self.check(text + splat)
         self.assertNotEqual(rc, 0, out)
 
+    def test_warn_fails_passing_run(self):
+        # The WARN formats of 7.3 (kernel/panic.c), as x86_64 and ppc64le print them, and the
+        # one of older kernels.
+        warns = [
+            "[    1.5] WARNING: rust/kernel/bug.rs:181 at _RNvNtCs_6kernel3bug5tests+0x2f/0x40, "
+            "CPU#0: kunit_try_catch/77\n",
+            "[    1.5] WARNING: at rust_helper_WARN_ON+0x1c/0x30, CPU#0: kunit_try_catch/77\n",
+            "[    1.5] WARNING: CPU: 0 PID: 77 at rust/helpers/bug.c:12 rust_helper_WARN_ON+0x1c/0x30\n",
+        ]
+        text = ktap([("rust_doctests_kernel", [("a", "ok"), ("b", "ok")])])
+        cut = text.index("[    1.000000]     ok 2 b")
+        for warn in warns:
+            splat = "[    1.5] ------------[ cut here ]------------\n" + warn
+            rc, out = self.check(text[:cut] + splat + text[cut:])
+            self.assertNotEqual(rc, 0, warn + out)
+            self.assertIn("reported a bug", out)
+
+    def test_warning_words_in_test_output_pass(self):
+        # Test output that merely mentions warnings is no bug report.
+        text = ktap([("rust_doctests_kernel", [("a", "ok")])])
+        rc, out = self.check(text + "[    1.5] blksnap: WARNING: the storage is small\n")
+        self.assertEqual(rc, 0, out)
+
     def test_glob_excludes_expected_suite(self):
         rc, out = self.check(ktap([("blksnap_cbt", [("a", "ok")])]), glob="blksnap_*")
         self.assertEqual(rc, 0, out)

@@ -4,9 +4,11 @@
 # A kernel bug report: an oops or BUG (KASAN and KFENCE reports start with
 # "BUG:"), a panic, a WARN, a lockdep or RCU-lockdep splat, UBSAN, a hung
 # task. Kernel messages carry a timestamp (CONFIG_PRINTK_TIME): only those
-# count. kunit-tests/kernel-bugs.sh uses the same pattern.
+# count. kunit-tests/kernel-bugs.sh uses the same pattern. A WARN reads
+# "WARNING: FILE:LINE at FUNC, CPU#N: ..." or "WARNING: at FUNC, CPU#N: ..."
+# since 6.19 ("WARNING: CPU: N PID: ..." before).
 # shellcheck disable=SC2034
-oops='^\[ *[0-9]+\.[0-9]+\] (Kernel panic|BUG: |Oops|WARNING: (CPU: |possible |inconsistent lock state|suspicious RCU usage)|general protection fault|UBSAN: |kernel BUG at|INFO: task .* blocked for more than)'
+oops='^\[ *[0-9]+\.[0-9]+\] (Kernel panic|BUG: |Oops|WARNING: ([^ ]+:[0-9]+ at |at |CPU: |possible |inconsistent lock state|suspicious RCU usage)|general protection fault|UBSAN: |kernel BUG at|INFO: task .* blocked for more than)'
 
 # failed_while_booting LOG: whether the kernel reported a bug before the
 # guest wrapper started the script (its "guest: " line), or never got there.

@@ -67,7 +67,7 @@ module! {
         },
         diff_storage_minimum: u32 {
             default: 2097152,
-            description: "Sectors by which a file difference storage grows (v6 compatibility)",
+            description: "Sectors by which a file difference storage grows while it is used",
         },
     },
 }
@@ -88,6 +88,11 @@ fn chunk_params() -> chunk::Params {
         u64::from(module_parameters::chunk_maximum_count.value()),
         module_parameters::chunk_maximum_shift.value(),
     )
+}
+
+/// The growth step of a file difference storage, in bytes (at least one 4 KiB page).
+fn storage_step() -> u64 {
+    (u64::from(module_parameters::diff_storage_minimum.value()) << 9).max(4096)
 }
 
 #[pin_data]
@@ -111,7 +116,7 @@ impl kernel::InPlaceModule for Blksnap {
             module_parameters::diff_storage_minimum.value()
         );
         try_pin_init!(Self {
-            _registry: snapshot::init(chunk_params())?,
+            _registry: snapshot::init(chunk_params(), storage_step())?,
             _control <- MiscDeviceRegistration::register(MiscDeviceOptions {
                 name: uapi::CONTROL_NAME,
             }),

@@ -184,6 +184,18 @@ impl DiffArea {
     /// Copy-on-write for a write-like `bio` submitted to the origin: lets it go on if the chunks
     /// it touches are preserved, takes it over and holds it otherwise.
     pub(crate) fn cow(self: &Arc<Self>, bio: FilterBio<'_>) {
+        if bio.has_crypt_context() || bio.has_integrity() {
+            // The device transforms or extends this data on its way: a copy of the chunks could
+            // not be trusted to be what the device holds. Break the snapshot, not the write.
+            if self.error().is_none() {
+                pr_err!(
+                    "{}: a write with an inline encryption context or an integrity payload\n",
+                    self.dev
+                );
+            }
+            self.fail(EPERM);
+            return;
+        }
         let chunks = self.geometry.chunks(bio.sector(), u64::from(bio.sectors()));
         if chunks.is_empty() {
             return;
@@ -306,7 +318,7 @@ impl DiffArea {
     /// Writes the buffer of chunk `index` to the difference storage.
     fn store(&self, index: u64, buf: &Arc<Buffer>) -> Result {
         let bytes = self.geometry.chunk_bytes() as u64;
-        let offset = self.shared.storage.alloc(bytes)?;
+        let offset = self.shared.alloc_storage(bytes)?;
         let slot = u32::try_from(offset >> 12).map_err(|_| ENOSPC)?;
         self.shared.storage.write(
             &self.shared.bio_set,
@@ -708,7 +720,7 @@ mod tests {
                 .capacity_sectors(SECTORS + 8)
                 .build::<Ram>(fmt!("blksnap_{name}"), ram.clone())?;
             let file = KernelFile::from_file(File::new_shmem(c"blksnap-kunit", 0)?);
-            let storage = DiffStorage::from_file(file, storage_chunks * CHUNK as u64);
+            let storage = DiffStorage::from_file(file, storage_chunks * CHUNK as u64, CHUNK as u64);
             let shared = crate::snapshot::Shared::new(storage)?;
             let origin = BlockDeviceFile::open(disk.dev(), OpenMode::Read)?;
             let geometry = Geometry::new(SECTORS, 512, &Params::new(12, 1 << 20, 12))?;
@@ -811,6 +823,10 @@ mod tests {
         t.area.preserve(0)?;
         t.area.preserve(1)?;
         assert_eq!(t.area.error(), None);
+        // Full, and it cannot grow: user space was told before it overflows.
+        let event = t.area.shared.events.wait(1000)?;
+        assert_eq!(event.code, crate::uapi::EVENT_CODE_NO_SPACE);
+        assert_eq!(&event.data[8..16], &((2 * CHUNK as u64) >> 9).to_ne_bytes());
         // The third chunk does not fit: the area is corrupted, once, with ENOSPC.
         assert_eq!(t.area.preserve(2).err(), Some(EIO));
         assert_eq!(t.area.error(), Some(ENOSPC));

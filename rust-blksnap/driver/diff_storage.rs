@@ -15,6 +15,13 @@
 //! asking, and never reused while the snapshot exists. Running out of space (the limit given at
 //! creation, or the end of a block device) fails the allocation with `ENOSPC`, which breaks the
 //! snapshot and never the origin.
+//!
+//! A file storage grows while the snapshot is held: its capacity starts at the size of the file
+//! and, whenever less than half a growth step is left, the storage worker (never a write to the
+//! origin) extends the file with `fallocate` by one step (`diff_storage_minimum`), up to the
+//! limit. A file system without `fallocate`, and a block device, are used at their size. When
+//! the capacity reaches the limit with less than half a step left, the caller is told once, so
+//! that user space can learn about it before the storage overflows.
 
 use crate::blkio;
 use crate::chunk::Buffer;
@@ -25,8 +32,9 @@ use kernel::{
     },
     fs::{
         file::Offset,
-        file_io::{KernelFile, PageSegment, PageSegmentMut},
+        file_io::{FallocFlags, KernelFile, PageSegment, PageSegmentMut},
     },
+    memalloc::NoIoScope,
     new_mutex,
     prelude::*,
     sync::{Arc, Mutex},
@@ -51,74 +59,172 @@ impl blkio::Device for BdevStore {
     }
 }
 
+/// How much of the storage is in use and how much is ready.
+///
+/// # Invariants
+///
+/// `used <= capacity <= limit` of the storage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Space {
+    /// Bytes handed out so far, from the start.
+    pub(crate) used: u64,
+    /// Bytes that can be handed out without growing.
+    pub(crate) capacity: u64,
+    /// Whether the capacity can still grow (a file whose file system has `fallocate`).
+    pub(crate) growable: bool,
+    /// Whether the caller was told that the storage cannot grow any more.
+    pub(crate) reported: bool,
+}
+
+/// What [`Space::plan`] decides before handing out bytes.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Plan {
+    /// Hand out the bytes at this offset; then grow by this many bytes (0: no growth).
+    Take { offset: u64, grow: u64 },
+    /// Grow by this many bytes first, then plan again.
+    GrowFirst(u64),
+    /// The storage is full.
+    Full,
+}
+
+impl Space {
+    /// Decides how to hand out `bytes` bytes of a storage that may grow to `limit` bytes by
+    /// steps of `step` bytes.
+    pub(crate) fn plan(&self, bytes: u64, limit: u64, step: u64) -> Plan {
+        let Some(end) = self.used.checked_add(bytes) else {
+            return Plan::Full;
+        };
+        if end > limit {
+            return Plan::Full;
+        }
+        let room = limit - self.capacity;
+        if end > self.capacity {
+            return if self.growable && room > 0 {
+                Plan::GrowFirst(step.max(end - self.capacity).min(room))
+            } else {
+                Plan::Full
+            };
+        }
+        let left = self.capacity - end;
+        let grow = if self.growable && left < step / 2 {
+            step.min(room)
+        } else {
+            0
+        };
+        Plan::Take {
+            offset: self.used,
+            grow,
+        }
+    }
+
+    /// Returns whether the storage is low on space for good: it cannot grow and less than half
+    /// a step is left. True once; later calls return false.
+    pub(crate) fn report_low(&mut self, limit: u64, step: u64) -> bool {
+        let fixed = !self.growable || self.capacity >= limit;
+        if self.reported || !fixed || self.capacity - self.used >= step / 2 {
+            return false;
+        }
+        self.reported = true;
+        true
+    }
+}
+
 /// The difference storage of one snapshot.
 ///
 /// # Invariants
 ///
-/// `used <= limit`.
+/// `space.capacity <= limit`, and the storage holds at least `space.capacity` bytes.
 #[pin_data]
 pub(crate) struct DiffStorage {
     backend: Backend,
     /// Size the storage may grow to, in bytes.
     limit: u64,
-    /// Bytes handed out so far, from the start.
+    /// Bytes by which a file storage grows.
+    step: u64,
     #[pin]
-    used: Mutex<u64>,
+    space: Mutex<Space>,
+}
+
+/// A piece of the storage, from [`DiffStorage::alloc`].
+pub(crate) struct Piece {
+    /// Where the piece starts, in bytes.
+    pub(crate) offset: u64,
+    /// Whether the storage has just become low on space for good (see [`Space::report_low`]).
+    pub(crate) low: bool,
 }
 
 impl DiffStorage {
     /// Makes the storage from the file descriptor `fd` given to `IOCTL_BLKSNAP_SNAPSHOT_CREATE`,
-    /// allowed to grow to `limit_sectors` sectors.
+    /// allowed to grow to `limit_sectors` sectors by steps of `step` bytes.
     ///
     /// `fd` may be a regular file or a block device opened for writing (the kernel keeps its own
     /// reference to the file, and so the exclusive claim user space may hold on the device), or
     /// a directory (an unnamed temporary file is made in it). Fails with `EINVAL` for a limit of
     /// 0, `EBADF` for a bad descriptor or a file not opened for writing, `EINVAL` for any other
     /// kind of file.
-    pub(crate) fn from_fd(fd: u32, limit_sectors: u64) -> Result<impl PinInit<Self, Error>> {
+    pub(crate) fn from_fd(
+        fd: u32,
+        limit_sectors: u64,
+        step: u64,
+    ) -> Result<impl PinInit<Self, Error>> {
         if limit_sectors == 0 {
             return Err(EINVAL);
         }
+        let limit = limit_sectors.saturating_mul(512);
         let file = KernelFile::fget(fd)?;
-        let (backend, limit) = if file.block_device().is_some() {
+        if file.block_device().is_some() {
             if !file.is_writable() {
                 return Err(EBADF);
             }
             let bdev = file.into_block_device()?;
-            let size = bdev.bdev().capacity_bytes();
-            (
-                Backend::Bdev(Arc::new(BdevStore { file: bdev }, GFP_KERNEL)?),
-                size,
-            )
-        } else if file.is_dir() {
-            (Backend::File(file.create_tmpfile()?), u64::MAX)
+            let size = bdev.bdev().capacity_bytes().min(limit);
+            let backend = Backend::Bdev(Arc::new(BdevStore { file: bdev }, GFP_KERNEL)?);
+            return Ok(Self::with(backend, size, size, false, step));
+        }
+        let file = if file.is_dir() {
+            file.create_tmpfile()?
         } else if file.is_regular() {
             if !file.is_writable() {
                 return Err(EBADF);
             }
-            (Backend::File(file), u64::MAX)
+            file
         } else {
             return Err(EINVAL);
         };
-        let limit = limit.min(limit_sectors.saturating_mul(512));
-        // INVARIANT: Nothing is used yet.
-        Ok(try_pin_init!(Self {
-            backend,
-            limit,
-            used <- new_mutex!(0),
-        }? Error))
+        let size = u64::try_from(file.size()).unwrap_or(0).min(limit);
+        Ok(Self::with(Backend::File(file), limit, size, true, step))
     }
 
-    /// Makes the storage from a regular file, allowed to grow to `limit` bytes.
+    /// Makes the storage from a regular file, allowed to grow to `limit` bytes by steps of
+    /// `step` bytes. The file's present size is ready for use.
     #[cfg_attr(
         not(CONFIG_BLKSNAP_KUNIT_TEST),
         expect(dead_code, reason = "only the tests make storage without a descriptor")
     )]
-    pub(crate) fn from_file(file: KernelFile, limit: u64) -> impl PinInit<Self, Error> {
+    pub(crate) fn from_file(file: KernelFile, limit: u64, step: u64) -> impl PinInit<Self, Error> {
+        let size = u64::try_from(file.size()).unwrap_or(0).min(limit);
+        Self::with(Backend::File(file), limit, size, true, step)
+    }
+
+    fn with(
+        backend: Backend,
+        limit: u64,
+        capacity: u64,
+        growable: bool,
+        step: u64,
+    ) -> impl PinInit<Self, Error> {
+        // INVARIANT: `capacity <= limit` (the callers' `min`), and the storage holds its present
+        // size.
         try_pin_init!(Self {
-            backend: Backend::File(file),
+            backend,
             limit,
-            used <- new_mutex!(0),
+            step,
+            space <- new_mutex!(Space {
+                used: 0,
+                capacity,
+                growable,
+                reported: false,
+            }),
         }? Error)
     }
 
@@ -133,7 +239,12 @@ impl DiffStorage {
 
     /// Returns the number of bytes handed out so far.
     pub(crate) fn used(&self) -> u64 {
-        *self.used.lock()
+        self.space.lock().used
+    }
+
+    /// Returns how much is used and ready.
+    pub(crate) fn space(&self) -> Space {
+        *self.space.lock()
     }
 
     /// Returns the size the storage may grow to, in bytes.
@@ -141,18 +252,56 @@ impl DiffStorage {
         self.limit
     }
 
-    /// Hands out `bytes` bytes of the storage; returns their offset. Fails with `ENOSPC` when
-    /// the storage is full.
-    pub(crate) fn alloc(&self, bytes: u64) -> Result<u64> {
-        let mut used = self.used.lock();
-        let end = used.checked_add(bytes).ok_or(ENOSPC)?;
-        if end > self.limit {
-            return Err(ENOSPC);
+    /// Hands out `bytes` bytes of the storage, growing a file storage when it runs low. Fails
+    /// with `ENOSPC` when the storage is full, or with the error of the file system when the
+    /// space needed now cannot be allocated. May sleep: called by the storage worker and by
+    /// image writes, never by a write to the origin.
+    pub(crate) fn alloc(&self, bytes: u64) -> Result<Piece> {
+        let mut space = self.space.lock();
+        loop {
+            match space.plan(bytes, self.limit, self.step) {
+                Plan::Full => return Err(ENOSPC),
+                Plan::GrowFirst(by) => self.grow(&mut space, by)?,
+                Plan::Take { offset, grow } => {
+                    space.used = offset + bytes;
+                    if grow > 0 {
+                        // Space is left for now: a failure only stops further growth.
+                        let _ = self.grow(&mut space, grow);
+                    }
+                    let low = space.report_low(self.limit, self.step);
+                    return Ok(Piece { offset, low });
+                }
+            }
         }
-        let offset = *used;
-        // INVARIANT: `end <= limit`.
-        *used = end;
-        Ok(offset)
+    }
+
+    /// Extends a file storage by `by` bytes after its capacity. A file system without
+    /// `fallocate` leaves the storage at its size from then on.
+    fn grow(&self, space: &mut Space, by: u64) -> Result {
+        let Backend::File(file) = &self.backend else {
+            space.growable = false;
+            return Err(ENOSPC);
+        };
+        let offset = Offset::try_from(space.capacity).map_err(|_| EFBIG)?;
+        let len = Offset::try_from(by).map_err(|_| EFBIG)?;
+        let result = {
+            // The file system must not recurse into the origins for memory while allocating.
+            let _noio = NoIoScope::new();
+            file.fallocate(FallocFlags::empty(), offset, len)
+        };
+        match result {
+            Ok(()) => {
+                // INVARIANT: `plan` never grows past the limit, and the file now holds the bytes.
+                space.capacity += by;
+                Ok(())
+            }
+            Err(err) => {
+                if err == EOPNOTSUPP {
+                    space.growable = false;
+                }
+                Err(if err == EOPNOTSUPP { ENOSPC } else { err })
+            }
+        }
     }
 
     /// Writes the first `len` bytes of `buf` at `offset` of the storage. May sleep.
@@ -222,5 +371,132 @@ impl<T, I: Iterator<Item = Result<T>>> CollectResult<T> for I {
             v.push(item?, GFP_NOIO)?;
         }
         Ok(v)
+    }
+}
+
+#[cfg(CONFIG_BLKSNAP_KUNIT_TEST)]
+#[kunit_tests(blksnap_diff_storage)]
+mod tests {
+    use super::*;
+    use kernel::fs::file::File;
+
+    const MIB: u64 = 1 << 20;
+
+    fn space(used: u64, capacity: u64, growable: bool) -> Space {
+        Space {
+            used,
+            capacity,
+            growable,
+            reported: false,
+        }
+    }
+
+    #[test]
+    fn plenty_of_room_takes_without_growing() {
+        let s = space(0, 8 * MIB, true);
+        assert_eq!(
+            s.plan(MIB, 64 * MIB, 4 * MIB),
+            Plan::Take { offset: 0, grow: 0 }
+        );
+    }
+
+    #[test]
+    fn grows_by_a_step_when_under_half_a_step_is_left() {
+        // 8 MiB ready, 6.5 MiB used: 1 MiB left after this piece, under 2 MiB.
+        let s = space(6 * MIB + MIB / 2, 8 * MIB, true);
+        assert_eq!(
+            s.plan(MIB / 2, 64 * MIB, 4 * MIB),
+            Plan::Take {
+                offset: 6 * MIB + MIB / 2,
+                grow: 4 * MIB
+            }
+        );
+        // Exactly half a step left: no growth yet.
+        let s = space(5 * MIB, 8 * MIB, true);
+        assert_eq!(
+            s.plan(MIB, 64 * MIB, 4 * MIB),
+            Plan::Take {
+                offset: 5 * MIB,
+                grow: 0
+            }
+        );
+    }
+
+    #[test]
+    fn growth_stops_at_the_limit() {
+        let s = space(7 * MIB, 8 * MIB, true);
+        assert_eq!(
+            s.plan(MIB / 2, 10 * MIB, 4 * MIB),
+            Plan::Take {
+                offset: 7 * MIB,
+                grow: 2 * MIB
+            }
+        );
+        let s = space(9 * MIB, 10 * MIB, true);
+        assert_eq!(
+            s.plan(MIB / 2, 10 * MIB, 4 * MIB),
+            Plan::Take {
+                offset: 9 * MIB,
+                grow: 0
+            }
+        );
+        assert_eq!(s.plan(2 * MIB, 10 * MIB, 4 * MIB), Plan::Full);
+    }
+
+    #[test]
+    fn an_empty_file_grows_before_the_first_piece() {
+        let s = space(0, 0, true);
+        assert_eq!(s.plan(MIB, 64 * MIB, 4 * MIB), Plan::GrowFirst(4 * MIB));
+        // A piece larger than a step grows by what it needs.
+        assert_eq!(s.plan(6 * MIB, 64 * MIB, 4 * MIB), Plan::GrowFirst(6 * MIB));
+    }
+
+    #[test]
+    fn no_growth_without_fallocate() {
+        let s = space(0, 2 * MIB, false);
+        assert_eq!(
+            s.plan(MIB, 64 * MIB, 4 * MIB),
+            Plan::Take { offset: 0, grow: 0 }
+        );
+        let s = space(2 * MIB, 2 * MIB, false);
+        assert_eq!(s.plan(MIB, 64 * MIB, 4 * MIB), Plan::Full);
+        assert_eq!(s.plan(u64::MAX, u64::MAX, 4 * MIB), Plan::Full);
+    }
+
+    #[test]
+    fn low_space_is_reported_once_when_growth_is_over() {
+        let mut s = space(9 * MIB, 10 * MIB, true);
+        // Still growable below the limit: nothing to report.
+        s.capacity = 9 * MIB + MIB / 2;
+        assert!(!s.report_low(10 * MIB, 4 * MIB));
+        s.capacity = 10 * MIB;
+        assert!(s.report_low(10 * MIB, 4 * MIB));
+        assert!(!s.report_low(10 * MIB, 4 * MIB));
+        // A storage that cannot grow, with plenty left: nothing to report.
+        let mut s = space(0, 10 * MIB, false);
+        assert!(!s.report_low(64 * MIB, 4 * MIB));
+    }
+
+    #[test]
+    fn a_shmem_file_grows_in_steps_up_to_the_limit() -> Result {
+        let file = KernelFile::from_file(File::new_shmem(c"blksnap-kunit", 0)?);
+        let storage = KBox::pin_init(DiffStorage::from_file(file, 3 * MIB, MIB), GFP_KERNEL)?;
+        assert_eq!(storage.space().capacity, 0);
+        let mut low = 0;
+        let mut offsets = KVec::new();
+        for _ in 0..12 {
+            let piece = storage.alloc(MIB / 4)?;
+            offsets.push(piece.offset, GFP_KERNEL)?;
+            low += usize::from(piece.low);
+            let space = storage.space();
+            // Always more than half a step ahead until the limit.
+            assert!(space.capacity - space.used >= MIB / 2 || space.capacity == 3 * MIB);
+        }
+        assert_eq!(storage.space().capacity, 3 * MIB);
+        assert_eq!(offsets[11], 11 * MIB / 4);
+        // Reported once, when the storage reached the limit with under half a step left.
+        assert_eq!(low, 1);
+        assert_eq!(storage.alloc(MIB / 4).map(|p| p.offset), Err(ENOSPC));
+        Ok(())
     }
 }

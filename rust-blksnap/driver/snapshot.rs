@@ -32,6 +32,7 @@ use kernel::{
     random,
     sync::{Arc, Mutex, SetOnce},
     time::{Instant, Monotonic},
+    transmute::AsBytes,
     workqueue::{OwnedQueue, QueueFlag},
 };
 
@@ -51,12 +52,39 @@ pub(crate) struct Shared {
 impl Shared {
     /// Reports that the image of `dev` is corrupted by `err`.
     pub(crate) fn corrupted(&self, dev: DevT, err: Error) {
-        let mut data = [0u8; 12];
-        data[..4].copy_from_slice(&dev.major().to_ne_bytes());
-        data[4..8].copy_from_slice(&dev.minor().to_ne_bytes());
-        data[8..].copy_from_slice(&err.to_errno().to_ne_bytes());
-        self.events
-            .push(Event::new(&self.epoch, uapi::EVENT_CODE_CORRUPTED, &data));
+        let data = uapi::EventCorrupted {
+            dev_id_mj: dev.major(),
+            dev_id_mn: dev.minor(),
+            err_code: err.to_errno(),
+        };
+        self.events.push(Event::new(
+            &self.epoch,
+            uapi::EVENT_CODE_CORRUPTED,
+            data.as_bytes(),
+        ));
+    }
+
+    /// Hands out `bytes` bytes of the difference storage; reports when it gets low for good.
+    pub(crate) fn alloc_storage(&self, bytes: u64) -> Result<u64> {
+        let piece = self.storage.alloc(bytes)?;
+        if piece.low {
+            let data = uapi::EventNoSpace {
+                used_sect: self.storage.used() >> 9,
+                limit_sect: self.storage.limit() >> 9,
+            };
+            pr_warn!(
+                "snapshot {:?}: difference storage low on space for good ({} of {} sectors)\n",
+                Id(&self.id),
+                data.used_sect,
+                data.limit_sect
+            );
+            self.events.push(Event::new(
+                &self.epoch,
+                uapi::EVENT_CODE_NO_SPACE,
+                data.as_bytes(),
+            ));
+        }
+        Ok(piece.offset)
     }
 }
 
@@ -292,12 +320,14 @@ pub(crate) struct Registry {
     bio_set: Arc<BioSet>,
     epoch: Instant<Monotonic>,
     params: chunk::Params,
+    /// Bytes by which a file difference storage grows.
+    storage_step: u64,
 }
 
 static REGISTRY: SetOnce<Arc<Registry>> = SetOnce::new();
 
 /// Sets up the registry, at module initialization.
-pub(crate) fn init(params: chunk::Params) -> Result {
+pub(crate) fn init(params: chunk::Params, storage_step: u64) -> Result {
     let queue = OwnedQueue::new(c"blksnap", QueueFlag::Unbound | QueueFlag::MemReclaim, 0)?;
     let registry = Arc::pin_init(
         try_pin_init!(Registry {
@@ -306,6 +336,7 @@ pub(crate) fn init(params: chunk::Params) -> Result {
             bio_set: Arc::pin_init(BioSet::new(64, true), GFP_KERNEL)?,
             epoch: Instant::<Monotonic>::now(),
             params,
+            storage_step,
         }),
         GFP_KERNEL,
     )?;
@@ -350,7 +381,7 @@ impl Shared {
 /// its id.
 pub(crate) fn create(fd: u32, limit_sectors: u64) -> Result<Uuid> {
     let reg = registry()?;
-    let shared = Shared::new(DiffStorage::from_fd(fd, limit_sectors)?)?;
+    let shared = Shared::new(DiffStorage::from_fd(fd, limit_sectors, reg.storage_step)?)?;
     let id = shared.id;
     let snapshot = Arc::pin_init(
         pin_init!(Snapshot {

@@ -9,7 +9,6 @@ use core::mem::{offset_of, size_of};
 use kernel::{
     ioctl::{_IOR, _IOW, _IOWR},
     prelude::*,
-    transmute::{AsBytes, FromBytes},
 };
 
 /// Name of the filter, for `BLKFILTER_ATTACH`, `BLKFILTER_DETACH` and `BLKFILTER_CTL`.
@@ -26,107 +25,130 @@ pub(crate) mod ctl {
     pub(crate) const SNAPSHOTINFO: u32 = 4;
 }
 
-/// `struct blksnap_cbtinfo`.
-#[repr(C)]
-pub(crate) struct CbtInfo {
-    pub(crate) device_capacity: u64,
-    pub(crate) block_size: u32,
-    pub(crate) block_count: u32,
-    pub(crate) generation_id: [u8; 16],
-    pub(crate) changes_number: u8,
-    pub(crate) padding: [u8; 7],
+kernel::plain_struct! {
+    /// `struct blksnap_cbtinfo`.
+    pub(crate) struct CbtInfo {
+        pub(crate) device_capacity: u64,
+        pub(crate) block_size: u32,
+        pub(crate) block_count: u32,
+        pub(crate) generation_id: [u8; 16],
+        pub(crate) changes_number: u8,
+        pub(crate) padding: [u8; 7],
+    }
 }
 
-/// `struct blksnap_cbtmap`.
-#[repr(C)]
-pub(crate) struct CbtMap {
-    pub(crate) offset: u32,
-    pub(crate) length: u32,
-    pub(crate) buffer: u64,
+kernel::plain_struct! {
+    /// `struct blksnap_cbtmap`.
+    pub(crate) struct CbtMap {
+        pub(crate) offset: u32,
+        pub(crate) length: u32,
+        pub(crate) buffer: u64,
+    }
 }
 
-/// `struct blksnap_sectors`.
-#[repr(C)]
-pub(crate) struct Sectors {
-    pub(crate) offset: u64,
-    pub(crate) count: u64,
+kernel::plain_struct! {
+    /// `struct blksnap_sectors`.
+    pub(crate) struct Sectors {
+        pub(crate) offset: u64,
+        pub(crate) count: u64,
+    }
 }
 
-/// `struct blksnap_cbtdirty`.
-#[repr(C)]
-pub(crate) struct CbtDirty {
-    pub(crate) count: u32,
-    pub(crate) padding: u32,
-    pub(crate) dirty_sectors: u64,
+kernel::plain_struct! {
+    /// `struct blksnap_cbtdirty`.
+    pub(crate) struct CbtDirty {
+        pub(crate) count: u32,
+        pub(crate) padding: u32,
+        pub(crate) dirty_sectors: u64,
+    }
 }
 
-/// `struct blksnap_version`.
-#[repr(C)]
-pub(crate) struct Version {
-    pub(crate) major: u16,
-    pub(crate) minor: u16,
-    pub(crate) revision: u16,
-    pub(crate) build: u16,
+kernel::plain_struct! {
+    /// `struct blksnap_version`.
+    pub(crate) struct Version {
+        pub(crate) major: u16,
+        pub(crate) minor: u16,
+        pub(crate) revision: u16,
+        pub(crate) build: u16,
+    }
 }
 
 /// `struct blksnap_uuid`.
 pub(crate) type Uuid = [u8; 16];
 
-/// `struct blksnap_snapshotadd`.
-#[repr(C)]
-pub(crate) struct SnapshotAdd {
-    pub(crate) id: Uuid,
+kernel::plain_struct! {
+    /// `struct blksnap_snapshotadd`.
+    pub(crate) struct SnapshotAdd {
+        pub(crate) id: Uuid,
+    }
 }
 
 /// Size of `struct blksnap_snapshotinfo.image`.
 pub(crate) const IMAGE_DISK_NAME_LEN: usize = 32;
 
-/// `struct blksnap_snapshotinfo`.
-#[repr(C)]
-pub(crate) struct SnapshotInfo {
-    pub(crate) error_code: i32,
-    pub(crate) image: [u8; IMAGE_DISK_NAME_LEN],
+kernel::plain_struct! {
+    /// `struct blksnap_snapshotinfo`.
+    pub(crate) struct SnapshotInfo {
+        pub(crate) error_code: i32,
+        pub(crate) image: [u8; IMAGE_DISK_NAME_LEN],
+    }
 }
 
-/// `struct blksnap_snapshot_create`.
-#[repr(C)]
-pub(crate) struct SnapshotCreate {
-    pub(crate) diff_storage_limit_sect: u64,
-    pub(crate) diff_storage_fd: u32,
-    pub(crate) id: Uuid,
-    pub(crate) padding: [u8; 4],
+kernel::plain_struct! {
+    /// `struct blksnap_snapshot_create`.
+    pub(crate) struct SnapshotCreate {
+        pub(crate) diff_storage_limit_sect: u64,
+        pub(crate) diff_storage_fd: u32,
+        pub(crate) id: Uuid,
+        pub(crate) padding: [u8; 4],
+    }
 }
 
-/// `struct blksnap_snapshot_collect`.
-#[repr(C)]
-pub(crate) struct SnapshotCollect {
-    pub(crate) count: u32,
-    pub(crate) padding: u32,
-    pub(crate) ids: u64,
+kernel::plain_struct! {
+    /// `struct blksnap_snapshot_collect`.
+    pub(crate) struct SnapshotCollect {
+        pub(crate) count: u32,
+        pub(crate) padding: u32,
+        pub(crate) ids: u64,
+    }
 }
 
 /// Size of the payload of `struct blksnap_snapshot_event`.
 pub(crate) const EVENT_DATA_LEN: usize = 4096 - 32;
 
-/// `struct blksnap_snapshot_event`.
-#[repr(C)]
-pub(crate) struct SnapshotEvent {
-    pub(crate) id: Uuid,
-    pub(crate) timeout_ms: u32,
-    pub(crate) code: u32,
-    pub(crate) time_label: i64,
-    pub(crate) data: [u8; EVENT_DATA_LEN],
+kernel::plain_struct! {
+    /// `struct blksnap_snapshot_event`.
+    pub(crate) struct SnapshotEvent {
+        pub(crate) id: Uuid,
+        pub(crate) timeout_ms: u32,
+        pub(crate) code: u32,
+        pub(crate) time_label: i64,
+        pub(crate) data: [u8; EVENT_DATA_LEN],
+    }
 }
 
 /// `enum blksnap_event_codes`: the snapshot image of a device became unusable.
 pub(crate) const EVENT_CODE_CORRUPTED: u32 = 0;
 
-/// `struct blksnap_event_corrupted`.
-#[repr(C)]
-pub(crate) struct EventCorrupted {
-    pub(crate) dev_id_mj: u32,
-    pub(crate) dev_id_mn: u32,
-    pub(crate) err_code: i32,
+/// `enum blksnap_event_codes`: the difference storage cannot grow any more and is low on space
+/// (an extension of the v6 interface).
+pub(crate) const EVENT_CODE_NO_SPACE: u32 = 1;
+
+kernel::plain_struct! {
+    /// `struct blksnap_event_corrupted`.
+    pub(crate) struct EventCorrupted {
+        pub(crate) dev_id_mj: u32,
+        pub(crate) dev_id_mn: u32,
+        pub(crate) err_code: i32,
+    }
+}
+
+kernel::plain_struct! {
+    /// `struct blksnap_event_no_space` (an extension of the v6 interface).
+    pub(crate) struct EventNoSpace {
+        pub(crate) used_sect: u64,
+        pub(crate) limit_sect: u64,
+    }
 }
 
 /// ioctl type code of the control device.
@@ -156,6 +178,7 @@ static_assert!(offset_of!(SnapshotCollect, ids) == 8);
 static_assert!(size_of::<SnapshotEvent>() == 4096);
 static_assert!(offset_of!(SnapshotEvent, data) == 32);
 static_assert!(size_of::<EventCorrupted>() == 12);
+static_assert!(size_of::<EventNoSpace>() == 16);
 // The ioctl numbers of the v6 interface in the generic `_IOC` encoding
 // (x86, arm64, riscv, ...). powerpc, mips, sparc and alpha place the
 // direction bits differently, so their numbers differ by design there.
@@ -169,32 +192,3 @@ mod generic_ioc_numbers {
     static_assert!(IOCTL_SNAPSHOT_COLLECT == 0x80105604);
     static_assert!(IOCTL_SNAPSHOT_WAIT_EVENT == 0x90005605);
 }
-
-// SAFETY: Integers and byte arrays only, with every padding byte an explicit field.
-unsafe impl AsBytes for CbtInfo {}
-// SAFETY: Integers only, without padding: any bit pattern is valid.
-unsafe impl FromBytes for CbtMap {}
-// SAFETY: Integers only, without padding: any bit pattern is valid.
-unsafe impl FromBytes for Sectors {}
-// SAFETY: Integers only, with the padding an explicit field: any bit pattern is valid.
-unsafe impl FromBytes for CbtDirty {}
-// SAFETY: Integers only, without padding.
-unsafe impl AsBytes for Version {}
-// SAFETY: A byte array, any bit pattern is valid.
-unsafe impl FromBytes for SnapshotAdd {}
-// SAFETY: Integers and bytes only, without padding.
-unsafe impl AsBytes for SnapshotInfo {}
-// SAFETY: Integers and bytes only, with the padding an explicit field: any bit pattern is valid.
-unsafe impl FromBytes for SnapshotCreate {}
-// SAFETY: As above, and every byte is initialized.
-unsafe impl AsBytes for SnapshotCreate {}
-// SAFETY: Integers only, with the padding an explicit field: any bit pattern is valid.
-unsafe impl FromBytes for SnapshotCollect {}
-// SAFETY: As above, and every byte is initialized.
-unsafe impl AsBytes for SnapshotCollect {}
-// SAFETY: Integers and bytes only, without padding: any bit pattern is valid.
-unsafe impl FromBytes for SnapshotEvent {}
-// SAFETY: As above, and every byte is initialized.
-unsafe impl AsBytes for SnapshotEvent {}
-// SAFETY: Integers only, without padding.
-unsafe impl AsBytes for EventCorrupted {}

@@ -110,6 +110,13 @@ pub enum Event {
         minor: u32,
         error_code: i32,
     },
+    /// The difference storage cannot grow any more and is low on space (an extension of the
+    /// v6 interface): the snapshot breaks if it overflows.
+    NoSpace {
+        time_label: i64,
+        used_sectors: u64,
+        limit_sectors: u64,
+    },
     /// An event this tool does not know.
     Unknown { time_label: i64, code: u32 },
 }

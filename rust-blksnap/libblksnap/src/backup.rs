@@ -25,7 +25,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::api::{Attach, Blksnap, CbtInfo, TrackedDevice};
+use crate::api::{Attach, Blksnap, CbtInfo, DeviceIdentity, TrackedDevice};
 use crate::error::{Error, Result};
 use crate::manifest::{
     checksum, device_stem, set_name, BackupKind, CbtRecord, DeviceRecord, Manifest, ParentRef,
@@ -296,6 +296,20 @@ pub fn backup<K: Blksnap>(
     })
 }
 
+/// Fails if the snapshot of `dev` broke (the kernel queued a `corrupted` event for it).
+fn broken_while_read<D: TrackedDevice>(dev: &D, ident: &DeviceIdentity) -> Result<()> {
+    let info = dev.snapshot_info()?;
+    if info.error_code != 0 {
+        return Err(Error::Invalid(format!(
+            "snapshot of {} became corrupted while it was read (event \"corrupted\", {}); \
+             the backup is incomplete and was not recorded",
+            ident.path.display(),
+            nix::errno::Errno::from_raw(-info.error_code).desc()
+        )));
+    }
+    Ok(())
+}
+
 #[allow(clippy::too_many_arguments)]
 fn backup_one<K: Blksnap>(
     kernel: &K,
@@ -376,9 +390,11 @@ fn backup_one<K: Blksnap>(
         check_interrupt(req.interrupt)?;
         let len = info.block_len(b) as usize;
         let off = u64::from(b) * u64::from(info.block_size);
-        image
-            .read_exact_at(&mut buf[..len], off)
-            .map_err(|e| Error::io(format!("read {} at {off}", snap_info.image), e))?;
+        if let Err(e) = image.read_exact_at(&mut buf[..len], off) {
+            // A read fails once the snapshot broke: say so rather than only "I/O error".
+            broken_while_read(dev, &ident)?;
+            return Err(Error::io(format!("read {} at {off}", snap_info.image), e));
+        }
         out.write_all(&buf[..len])
             .map_err(|e| Error::io(format!("write {}", data_path.display()), e))?;
         sums[b as usize] = checksum(&buf[..len]);
@@ -397,14 +413,7 @@ fn backup_one<K: Blksnap>(
         .map_err(|e| Error::io(format!("sync {}", data_path.display()), e))?;
 
     // A snapshot that broke while it was read gives no backup.
-    let after = dev.snapshot_info()?;
-    if after.error_code != 0 {
-        return Err(Error::Invalid(format!(
-            "snapshot of {} became corrupted while it was read: {}",
-            ident.path.display(),
-            nix::errno::Errno::from_raw(-after.error_code).desc()
-        )));
-    }
+    broken_while_read(dev, &ident)?;
 
     let manifest = Manifest {
         format: MANIFEST_FORMAT,

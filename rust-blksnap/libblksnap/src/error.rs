@@ -110,6 +110,13 @@ fn describe(op: &str, errno: Errno) -> String {
         ("cbtinfo" | "cbtmap" | "cbtdirty" | "snapshotadd" | "snapshotinfo", Errno::ENOENT) => {
             "the blksnap filter is not attached to the device (run `blksnap attach` first)"
         }
+        ("snapshotadd", Errno::EPERM) => {
+            "the kernel refuses to snapshot this device: it has an integrity or inline \
+             encryption profile, whose data a copy cannot keep (see the kernel log)"
+        }
+        ("snapshotadd", Errno::EINVAL) => {
+            "the difference storage lies on this disk, or the request is malformed"
+        }
         ("wait-event", Errno::ESRCH) | ("destroy" | "take", Errno::ENOENT) => "no such snapshot",
         ("collect", Errno::ENODATA) => "the snapshot list changed while reading it",
         _ => "",

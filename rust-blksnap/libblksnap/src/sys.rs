@@ -318,6 +318,18 @@ pub fn decode_event(raw: &blksnap_snapshot_event) -> Event {
                 error_code: i32::from_ne_bytes(word(8)),
             }
         }
+        uapi::EVENT_CODE_NO_SPACE => {
+            let quad = |i: usize| {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&raw.data[i..i + 8]);
+                u64::from_ne_bytes(b)
+            };
+            Event::NoSpace {
+                time_label: raw.time_label,
+                used_sectors: quad(0),
+                limit_sectors: quad(8),
+            }
+        }
         code => Event::Unknown {
             time_label: raw.time_label,
             code,

@@ -46,6 +46,9 @@ pub mod nr {
 
 /// Event code: a snapshot image became unusable.
 pub const EVENT_CODE_CORRUPTED: u32 = 0;
+/// `blksnap_event_code_no_space`: an extension of the v6 interface, with a
+/// [`blksnap_event_no_space`] payload.
+pub const EVENT_CODE_NO_SPACE: u32 = 1;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -161,6 +164,13 @@ impl Default for blksnap_snapshot_event {
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
+pub struct blksnap_event_no_space {
+    pub used_sect: u64,
+    pub limit_sect: u64,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
 pub struct blksnap_event_corrupted {
     pub dev_id_mj: u32,
     pub dev_id_mn: u32,
@@ -231,6 +241,7 @@ const _: () = assert!(offset_of!(blksnap_snapshot_event, code) == 20);
 const _: () = assert!(offset_of!(blksnap_snapshot_event, time_label) == 24);
 const _: () = assert!(offset_of!(blksnap_snapshot_event, data) == 32);
 const _: () = assert!(size_of::<blksnap_event_corrupted>() == 12);
+const _: () = assert!(size_of::<blksnap_event_no_space>() == 16);
 const _: () = assert!(offset_of!(blksnap_event_corrupted, dev_id_mn) == 4);
 const _: () = assert!(offset_of!(blksnap_event_corrupted, err_code) == 8);
 

@@ -112,6 +112,8 @@ fn rust_facts() -> BTreeMap<String, String> {
     rust_size!(m, blksnap_event_corrupted);
     rust_off!(m, blksnap_event_corrupted, dev_id_mn);
     rust_off!(m, blksnap_event_corrupted, err_code);
+    rust_size!(m, blksnap_event_no_space);
+    rust_off!(m, blksnap_event_no_space, limit_sect);
     rust_ioctl!(m, IOCTL_BLKSNAP_VERSION);
     rust_ioctl!(m, IOCTL_BLKSNAP_SNAPSHOT_CREATE);
     rust_ioctl!(m, IOCTL_BLKSNAP_SNAPSHOT_DESTROY);
@@ -137,6 +139,7 @@ fn rust_facts() -> BTreeMap<String, String> {
             "blksnap_event_code_corrupted",
             EVENT_CODE_CORRUPTED as usize,
         ),
+        ("blksnap_event_code_no_space", EVENT_CODE_NO_SPACE as usize),
         ("BLKFILTER_NAME_LENGTH", BLKFILTER_NAME_LENGTH),
         ("IMAGE_DISK_NAME_LEN", IMAGE_DISK_NAME_LEN),
     ];

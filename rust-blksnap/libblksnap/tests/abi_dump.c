@@ -53,6 +53,8 @@ int main(void)
 	SIZE(blksnap_event_corrupted);
 	OFF(blksnap_event_corrupted, dev_id_mn);
 	OFF(blksnap_event_corrupted, err_code);
+	SIZE(blksnap_event_no_space);
+	OFF(blksnap_event_no_space, limit_sect);
 	IOCTL(IOCTL_BLKSNAP_VERSION);
 	IOCTL(IOCTL_BLKSNAP_SNAPSHOT_CREATE);
 	IOCTL(IOCTL_BLKSNAP_SNAPSHOT_DESTROY);
@@ -68,6 +70,7 @@ int main(void)
 	CONST(blkfilter_ctl_blksnap_snapshotadd);
 	CONST(blkfilter_ctl_blksnap_snapshotinfo);
 	CONST(blksnap_event_code_corrupted);
+	CONST(blksnap_event_code_no_space);
 	CONST(BLKFILTER_NAME_LENGTH);
 	CONST(IMAGE_DISK_NAME_LEN);
 	printf("string BLKSNAP_CTL %s\n", BLKSNAP_CTL);

@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 
 #include <linux/bio.h>
+#include <linux/bio-integrity.h>
+#include <linux/blk-crypto.h>
 
 __rust_helper bool rust_helper_bio_has_data(struct bio *bio)
 {
@@ -29,4 +31,15 @@ __rust_helper void rust_helper_bio_set_dev(struct bio *bio,
 __rust_helper bool rust_helper_bio_in_atomic(void)
 {
 	return bio_in_atomic();
+}
+
+__rust_helper bool rust_helper_bio_has_crypt_ctx(struct bio *bio)
+{
+	return bio_has_crypt_ctx(bio);
+}
+
+__rust_helper struct bio_integrity_payload *
+rust_helper_bio_integrity(struct bio *bio)
+{
+	return bio_integrity(bio);
 }

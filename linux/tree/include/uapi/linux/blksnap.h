@@ -292,9 +292,16 @@ struct blksnap_snapshot_collect {
  *	that had to be preserved); the data is a
  *	&struct blksnap_event_corrupted.  Reads of that image fail from then
  *	on, but a backup that had already read everything it needed is sound.
+ * @blksnap_event_code_no_space: the difference storage has reached its limit
+ *	(or a file system that cannot grow it) and less than half of
+ *	``diff_storage_minimum`` is left in it; the data is a
+ *	&struct blksnap_event_no_space.  Queued once per snapshot.  The
+ *	snapshot still works: it breaks only if the storage overflows.  An
+ *	extension of the v6 interface, after the v7 proposal.
  */
 enum blksnap_event_codes {
-	blksnap_event_code_corrupted
+	blksnap_event_code_corrupted,
+	blksnap_event_code_no_space,
 };
 
 /**
@@ -335,6 +342,16 @@ struct blksnap_event_corrupted {
 	__u32 dev_id_mj;
 	__u32 dev_id_mn;
 	__s32 err_code;
+};
+
+/**
+ * struct blksnap_event_no_space - payload of &blksnap_event_code_no_space
+ * @used_sect: sectors of the difference storage in use.
+ * @limit_sect: sectors the difference storage may hold.
+ */
+struct blksnap_event_no_space {
+	__u64 used_sect;
+	__u64 limit_sect;
 };
 
 #endif /* _UAPI_LINUX_BLKSNAP_H */

@@ -303,6 +303,22 @@ impl Bio {
         self.sector().checked_add(u64::from(self.sectors()))
     }
 
+    /// Returns whether the bio carries an inline encryption context (`bio_has_crypt_ctx()`): the
+    /// device encrypts or decrypts its data on the way, so the data in memory is not what the
+    /// device stores. Always `false` without `CONFIG_BLK_INLINE_ENCRYPTION`.
+    pub fn has_crypt_context(&self) -> bool {
+        // SAFETY: By the type invariant the bio is valid.
+        unsafe { bindings::bio_has_crypt_ctx(self.as_raw()) }
+    }
+
+    /// Returns whether the bio carries an integrity payload (`bio_integrity()`): protection
+    /// information that travels beside its data. Always `false` without
+    /// `CONFIG_BLK_DEV_INTEGRITY`.
+    pub fn has_integrity(&self) -> bool {
+        // SAFETY: By the type invariant the bio is valid.
+        !unsafe { bindings::bio_integrity(self.as_raw()) }.is_null()
+    }
+
     /// Returns the block device the bio is submitted to.
     pub fn bdev(&self) -> &BlockDevice {
         // SAFETY: By the type invariant the bio is valid and `bi_bdev` is a valid block device
