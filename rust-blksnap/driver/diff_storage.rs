@@ -20,8 +20,9 @@
 //! and, whenever less than half a growth step is left, the storage worker (never a write to the
 //! origin) extends the file with `fallocate` by one step (`diff_storage_minimum`), up to the
 //! limit. A file system without `fallocate`, and a block device, are used at their size. When
-//! the capacity reaches the limit with less than half a step left, the caller is told once, so
-//! that user space can learn about it before the storage overflows.
+//! the storage cannot grow any more and less than half a step (or half the limit, if smaller) is
+//! left, the caller is told once, so that user space can learn about it before the storage
+//! overflows.
 
 use crate::blkio;
 use crate::chunk::Buffer;
@@ -117,11 +118,12 @@ impl Space {
         }
     }
 
-    /// Returns whether the storage is low on space for good: it cannot grow and less than half
-    /// a step is left. True once; later calls return false.
+    /// Returns whether the storage is low on space for good: it cannot grow, and less than half
+    /// a step (or half the limit, if that is smaller) is left. True once; later calls return
+    /// false.
     pub(crate) fn report_low(&mut self, limit: u64, step: u64) -> bool {
         let fixed = !self.growable || self.capacity >= limit;
-        if self.reported || !fixed || self.capacity - self.used >= step / 2 {
+        if self.reported || !fixed || self.capacity - self.used >= step.min(limit) / 2 {
             return false;
         }
         self.reported = true;
@@ -261,7 +263,16 @@ impl DiffStorage {
         loop {
             match space.plan(bytes, self.limit, self.step) {
                 Plan::Full => return Err(ENOSPC),
-                Plan::GrowFirst(by) => self.grow(&mut space, by)?,
+                Plan::GrowFirst(by) => {
+                    let needed = space.used + bytes - space.capacity;
+                    if let Err(err) = self.grow(&mut space, by) {
+                        // A file system short of a whole step may still hold this piece.
+                        if err != ENOSPC || by <= needed || !space.growable {
+                            return Err(err);
+                        }
+                        self.grow(&mut space, needed)?;
+                    }
+                }
                 Plan::Take { offset, grow } => {
                     space.used = offset + bytes;
                     if grow > 0 {
@@ -475,6 +486,11 @@ mod tests {
         // A storage that cannot grow, with plenty left: nothing to report.
         let mut s = space(0, 10 * MIB, false);
         assert!(!s.report_low(64 * MIB, 4 * MIB));
+        // A limit under the step: reported once half the limit is used, not at once.
+        let mut s = space(MIB, 4 * MIB, true);
+        assert!(!s.report_low(4 * MIB, 8 * MIB));
+        s.used = 2 * MIB + MIB / 4;
+        assert!(s.report_low(4 * MIB, 8 * MIB));
     }
 
     #[test]

@@ -194,8 +194,7 @@ bs snapshot take --id "$ID" >/dev/null
 dd if=/dev/urandom of="$WORK/new" bs=1M count=16 status=none
 dd if="$WORK/new" of="$B" bs=1M oflag=direct status=none
 cmp <(head -c 16M "$B") "$WORK/new" || fail "the origin does not hold what was written"
-"$BIN" snapshot wait-event --id "$ID" --timeout 5000 >"$WORK/event" || true
-grep -qi corrupted "$WORK/event" || fail "no corrupted event: $(cat "$WORK/event")"
+ev=$(wait_event "$ID" corrupted) || fail "no corrupted event: $ev"
 info=$("$BIN" snapshot info "$B")
 grep -q "error_code: -28" <<<"$info" || fail "snapshot info does not report ENOSPC: $info"
 IMG=$(image_of "$B")

@@ -64,9 +64,9 @@ exec 3<"$IMG"
 echo 1 >"/sys/block/$(basename "$D")/device/delete"
 for _ in $(seq 100); do [ -e "/sys/block/$(basename "$D")" ] || break; sleep 0.1; done
 [ ! -e "/sys/block/$(basename "$D")" ] || fail "the disk was not removed"
-ev=$("$BIN" snapshot wait-event --json --id "$ID" --timeout 10000 2>&1 || true)
+# The corrupted event (other events, such as no-space, may come first).
+ev=$(wait_event "$ID" corrupted) || fail "no corrupted event: $ev"
 echo "event: $ev"
-grep -q '"corrupted"' <<<"$ev" || fail "no corrupted event: $ev"
 grep -q "\"major\": *${DMM%%:*}" <<<"$ev" || grep -q "\"major\":${DMM%%:*}" <<<"$ev" ||
 	fail "the event does not name the removed disk: $ev"
 if dd if="$IMG" of=/dev/null bs=1M count=1 iflag=direct status=none 2>/dev/null; then

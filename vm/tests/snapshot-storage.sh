@@ -29,7 +29,7 @@ for d in "$A" "$S"; do
 done
 need_tool
 command -v dmsetup >/dev/null || fail "dmsetup is needed"
-dmesg | grep -q "storage step 16384 sectors" ||
+grep -q "storage step 16384 sectors" <<<"$(dmesg)" ||
 	fail "boot with blksnap.diff_storage_minimum=16384 ($(dmesg | grep 'storage step' || true))"
 
 WORK=$(mktemp -d /tmp/snapst.XXXXXX)

@@ -39,3 +39,18 @@ write_at() {
 need_tool() {
 	command -v "$BIN" >/dev/null || [ -x "$BIN" ] || fail "blksnap binary not found ($BIN); set BLKSNAP_BIN"
 }
+# wait_event ID KIND: waits for the next event of snapshot ID whose kind is
+# KIND ("corrupted", "no-space"), passing over up to three others (10 s
+# each); prints the last event read as JSON, and fails if none was KIND.
+wait_event() {
+	local id=$1 want=$2 ev= _
+	for _ in 1 2 3 4; do
+		ev=$("$BIN" snapshot wait-event --json --id "$id" --timeout 10000 2>&1 || true)
+		if grep -q "\"event\": *\"$want\"" <<<"$ev"; then
+			echo "$ev"
+			return 0
+		fi
+	done
+	echo "$ev"
+	return 1
+}

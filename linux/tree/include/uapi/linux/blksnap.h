@@ -294,7 +294,8 @@ struct blksnap_snapshot_collect {
  *	on, but a backup that had already read everything it needed is sound.
  * @blksnap_event_code_no_space: the difference storage has reached its limit
  *	(or a file system that cannot grow it) and less than half of
- *	``diff_storage_minimum`` is left in it; the data is a
+ *	``diff_storage_minimum`` (or of the limit, if smaller) is left in it;
+ *	the data is a
  *	&struct blksnap_event_no_space.  Queued once per snapshot.  The
  *	snapshot still works: it breaks only if the storage overflows.  An
  *	extension of the v6 interface, after the v7 proposal.
