@@ -98,7 +98,7 @@ impl Space {
         if end > limit {
             return Plan::Full;
         }
-        let room = limit - self.capacity;
+        let room = limit.saturating_sub(self.capacity);
         if end > self.capacity {
             return if self.growable && room > 0 {
                 Plan::GrowFirst(step.max(end - self.capacity).min(room))
@@ -123,7 +123,8 @@ impl Space {
     /// false.
     pub(crate) fn report_low(&mut self, limit: u64, step: u64) -> bool {
         let fixed = !self.growable || self.capacity >= limit;
-        if self.reported || !fixed || self.capacity - self.used >= step.min(limit) / 2 {
+        if self.reported || !fixed || self.capacity.saturating_sub(self.used) >= step.min(limit) / 2
+        {
             return false;
         }
         self.reported = true;

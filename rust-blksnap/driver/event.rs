@@ -137,7 +137,12 @@ pub(crate) fn epoch() -> Instant<Monotonic> {
 #[kunit_tests(blksnap_event)]
 mod tests {
     use super::*;
-    use kernel::sync::Arc;
+    use kernel::{
+        new_mutex,
+        sync::Arc,
+        time::{delay::fsleep, Delta},
+        workqueue,
+    };
 
     fn queue() -> Result<Pin<KBox<EventQueue>>> {
         KBox::pin_init(EventQueue::new(), GFP_KERNEL)
@@ -183,6 +188,62 @@ mod tests {
         assert_eq!(q.len(), 0);
         q.push(Event::new(&t0, 8, &[]));
         assert_eq!(q.wait(0).err(), Some(ESRCH));
+        Ok(())
+    }
+
+    /// Starts `n` work items that each wait once on `q` (up to 5 s) and record what they got:
+    /// the event code, or `-errno`.
+    fn spawn_waiters(q: &Arc<EventQueue>, n: usize) -> Result<Arc<Mutex<KVec<i64>>>> {
+        let got = Arc::pin_init(new_mutex!(KVec::new()), GFP_KERNEL)?;
+        for _ in 0..n {
+            let (q, got) = (q.clone(), got.clone());
+            workqueue::system_unbound().try_spawn(GFP_KERNEL, move || {
+                let outcome = match q.wait(5000) {
+                    Ok(ev) => i64::from(ev.code),
+                    Err(err) => i64::from(err.to_errno()),
+                };
+                let _ = got.lock().push(outcome, GFP_KERNEL);
+            })?;
+        }
+        Ok(got)
+    }
+
+    /// Waits up to 5 s until `got` holds `n` outcomes; returns them, sorted.
+    fn outcomes(got: &Mutex<KVec<i64>>, n: usize) -> Result<KVec<i64>> {
+        for _ in 0..500 {
+            if got.lock().len() >= n {
+                break;
+            }
+            fsleep(Delta::from_millis(10));
+        }
+        let mut v = KVec::new();
+        v.extend_from_slice(&got.lock(), GFP_KERNEL)?;
+        v.sort_unstable();
+        Ok(v)
+    }
+
+    #[test]
+    fn each_event_wakes_one_of_several_waiters() -> Result {
+        let q = Arc::pin_init(EventQueue::new(), GFP_KERNEL)?;
+        let got = spawn_waiters(&q, 2)?;
+        // Most likely both are asleep by now; the outcome is the same if not.
+        fsleep(Delta::from_millis(50));
+        let t0 = epoch();
+        q.push(Event::new(&t0, 1, &[]));
+        q.push(Event::new(&t0, 2, &[]));
+        assert_eq!(&outcomes(&got, 2)?[..], &[1, 2]);
+        assert_eq!(q.len(), 0);
+        Ok(())
+    }
+
+    #[test]
+    fn close_wakes_sleeping_waiters() -> Result {
+        let q = Arc::pin_init(EventQueue::new(), GFP_KERNEL)?;
+        let got = spawn_waiters(&q, 2)?;
+        fsleep(Delta::from_millis(50));
+        q.close();
+        let esrch = i64::from(ESRCH.to_errno());
+        assert_eq!(&outcomes(&got, 2)?[..], &[esrch, esrch]);
         Ok(())
     }
 

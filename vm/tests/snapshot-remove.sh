@@ -19,15 +19,7 @@ V=${1:-${disks[0]:-}}
 [ -n "$V" ] && [ -b "$V" ] || fail "needs a scratch block device ('$V')"
 need_tool
 
-D=
-for _ in $(seq 50); do
-	for m in /sys/block/sd*/device/model; do
-		[ -e "$m" ] && grep -q scsi_debug "$m" && D=/dev/$(basename "$(dirname "$(dirname "$m")")")
-	done
-	[ -n "$D" ] && [ -b "$D" ] && break
-	sleep 0.1
-done
-[ -n "$D" ] && [ -b "$D" ] || fail "no scsi_debug disk"
+D=$(scsi_debug_disk) || fail "no scsi_debug disk"
 echo "disk to remove: $D"
 
 WORK=$(mktemp -d /tmp/snaprm.XXXXXX)

@@ -54,3 +54,17 @@ wait_event() {
 	echo "$ev"
 	return 1
 }
+# scsi_debug_disk: prints the disk of scsi_debug (/dev/sdX) once it shows,
+# or fails after 5 s.
+scsi_debug_disk() {
+	local m d _
+	for _ in $(seq 50); do
+		for m in /sys/block/sd*/device/model; do
+			[ -e "$m" ] && grep -q scsi_debug "$m" || continue
+			d=/dev/$(basename "$(dirname "$(dirname "$m")")")
+			[ -b "$d" ] && echo "$d" && return 0
+		done
+		sleep 0.1
+	done
+	return 1
+}
