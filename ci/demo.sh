@@ -11,4 +11,5 @@ stage build:x86_64 bash "$REPO/ci/build.sh" x86_64 || exit 1
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$BLKSNAP_CACHE/cargo-target}
 stage build:tool cargo build -q --locked --manifest-path "$REPO/rust-blksnap/Cargo.toml" --bin blksnap || exit 1
 export BLKSNAP_BIN=$CARGO_TARGET_DIR/debug/blksnap
-stage demo bash "$REPO/vm/run.sh" --timeout 600 --disk 256M "$REPO/vm/demo.sh"
+# The demo shows the KUnit summary of its boot: KUnit runs there.
+stage demo bash "$REPO/vm/run.sh" --timeout 600 --disk 256M --append kunit.enable=1 "$REPO/vm/demo.sh"

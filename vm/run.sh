@@ -96,8 +96,9 @@ EOF
 chmod +x "$work/guest.sh"
 
 # virtiofsd does not start here (no FUSE in the sandbox): use 9p at once.
+# KUnit has a run of its own (ci/kunit.sh): a guest test boots without it.
 vng_args=(--run "$kdir" --disable-microvm --force-9p --memory "$memory" --cpus 2 --verbose
-	--rwdir "$out" --append "$append")
+	--rwdir "$out" --append "kunit.enable=0$append")
 [ "$accel" = kvm ] || vng_args+=(--disable-kvm)
 [ ${#qopts[@]} -eq 0 ] || vng_args+=(--qemu-opts="${qopts[*]}")
 

@@ -13,11 +13,19 @@
 #              is read and preserved first) / the same writes, no filter;
 #   overwrite: the same writes again while the snapshot is held (every chunk
 #              is preserved already) / no filter;
-#   cbt:       the blksnap filter attached, no snapshot / no filter.
+#   cbt:       the blksnap filter attached, no snapshot / no filter;
+#   dmsnap:    first writes through dm-snapshot (snapshot-origin over the
+#              device, a transient snapshot with the chunk size of blksnap,
+#              its exception store on a second memory-backed null_blk) / no
+#              filter;
+#   thin:      first writes to a dm-thin volume just snapshotted (create_snap;
+#              pool block size = chunk size, data and metadata on null_blk)
+#              / no filter (the raw device).
 # Each line gives the MiB/s of both runs of a pair; the summary gives the
 # median of the per-pair ratios and their spread. Targets of the design:
 # first >= 0.45 (one chunk read and one chunk write for each write),
-# overwrite >= 0.95.
+# overwrite >= 0.95. The peers have no target: they show where blksnap
+# stands.
 set -euo pipefail
 REPS=${1:-3}
 SIZE=${2:-256}
@@ -36,27 +44,43 @@ cc -shared -fPIC -O2 -o "$SHIM" "$(dirname "$0")/shm-shim.c" || fail "cannot bui
 STORE=$(mktemp -d /tmp/snapbench.XXXXXX)
 mount -t tmpfs -o size=$((SIZE + 64))M snapbench "$STORE"
 
-c=$CFG/snapbench
-mkdir "$c"
-echo "$SIZE" >"$c/size"
-echo 1 >"$c/memory_backed"
-echo 1 >"$c/power"
-A=
-for name in snapbench "nullb$(cat "$c/index")"; do [ -b "/dev/$name" ] && A=/dev/$name; done
-[ -n "$A" ] || fail "no disk for null_blk snapbench"
+# make_nullb NAME SIZE_MIB: a memory-backed null_blk device; prints its path.
+make_nullb() {
+	local c=$CFG/$1 name
+	mkdir "$c"
+	echo "$2" >"$c/size"
+	echo 1 >"$c/memory_backed"
+	echo 1 >"$c/power"
+	for name in "$1" "nullb$(cat "$c/index")"; do
+		[ -b "/dev/$name" ] && echo "/dev/$name" && return 0
+	done
+	fail "no disk for null_blk $1"
+}
 ID=
 cleanup() {
 	[ -z "$ID" ] || "$BIN" snapshot destroy --id "$ID" >/dev/null 2>&1 || true
 	"$BIN" detach "$A" >/dev/null 2>&1 || true
-	echo 0 >"$c/power" 2>/dev/null || true
-	rmdir "$c" 2>/dev/null || true
+	for t in bench-snap bench-origin bench-thin bench-pool; do dmsetup remove "$t" >/dev/null 2>&1 || true; done
+	for n in snapbench snapcow thindata thinmeta; do
+		echo 0 >"$CFG/$n/power" 2>/dev/null || true
+		rmdir "$CFG/$n" 2>/dev/null || true
+	done
 	umount "$STORE" 2>/dev/null || true
 }
 trap cleanup EXIT
+A=$(make_nullb snapbench "$SIZE")
+COW=$(make_nullb snapcow $((SIZE + 32)))
+TDATA=$(make_nullb thindata $((2 * SIZE + 32)))
+TMETA=$(make_nullb thinmeta 64)
+SECTORS=$((SIZE * 2048))
+# The chunk size blksnap picks for the device, in sectors (for the peers).
+CHUNK=$((1 << ($(dmesg | sed -n 's/.*chunk parameters: Params { min_shift: \([0-9]*\).*/\1/p' |
+	tail -1) - 9)))
 
-# mibs: one fio pass over the whole device; prints the write MiB/s.
+# mibs [DEV]: one fio pass over the whole device (default $A); prints the
+# write MiB/s.
 mibs() {
-	LD_PRELOAD=$SHIM fio --name=snap --filename="$A" --rw=write --bs=1M --iodepth=4 \
+	LD_PRELOAD=$SHIM fio --name=snap --filename="${1:-$A}" --rw=write --bs=1M --iodepth=4 \
 		--ioengine=io_uring --direct=1 --numjobs=1 --thread --size="${SIZE}M" \
 		--output-format=json |
 		python3 -c 'import json, sys; print(round(json.load(sys.stdin)["jobs"][0]["write"]["bw"] / 1024, 1))'
@@ -94,12 +118,33 @@ cbt() {
 	mibs
 	"$BIN" detach "$A" >/dev/null
 }
+dmsnap() {
+	dmsetup create bench-origin --table "0 $SECTORS snapshot-origin $A"
+	dmsetup create bench-snap --table "0 $SECTORS snapshot $A $COW N $CHUNK"
+	mibs /dev/mapper/bench-origin
+	dmsetup remove bench-snap
+	dmsetup remove bench-origin
+}
+thin() {
+	dd if=/dev/zero of="$TMETA" bs=4096 count=1 oflag=direct status=none
+	dmsetup create bench-pool --table \
+		"0 $(blockdev --getsz "$TDATA") thin-pool $TMETA $TDATA $CHUNK 0 1 skip_block_zeroing"
+	dmsetup message bench-pool 0 "create_thin 0"
+	dmsetup create bench-thin --table "0 $SECTORS thin /dev/mapper/bench-pool 0"
+	mibs /dev/mapper/bench-thin >/dev/null
+	dmsetup suspend bench-thin
+	dmsetup message bench-pool 0 "create_snap 1 0"
+	dmsetup resume bench-thin
+	mibs /dev/mapper/bench-thin
+	dmsetup remove bench-thin
+	dmsetup remove bench-pool
+}
 
 # Fill the device once, so that every run reads and writes real data.
 mibs >/dev/null
-echo "snapshot-fio: $REPS pairs per workload, fio write 1M iodepth 4 io_uring over $SIZE MiB of $A (null_blk, memory_backed=1), storage on tmpfs"
+echo "snapshot-fio: $REPS pairs per workload, fio write 1M iodepth 4 io_uring over $SIZE MiB of $A (null_blk, memory_backed=1), storage on tmpfs, chunks of $CHUNK sectors"
 results=$(mktemp)
-for kind in first overwrite cbt; do
+for kind in first overwrite cbt dmsnap thin; do
 	for i in $(seq "$REPS"); do
 		if [ $((i % 2)) -eq 1 ]; then
 			base=$(no_filter)
@@ -117,13 +162,15 @@ done
 python3 - "$results" <<'PY'
 import statistics, sys
 rows = [l.split() for l in open(sys.argv[1])]
-targets = {"first": 0.45, "overwrite": 0.95, "cbt": 0.97}
+targets = {"first": 0.45, "overwrite": 0.95, "cbt": 0.97, "dmsnap": None, "thin": None}
 for kind, target in targets.items():
     r = [(float(b), float(w)) for k, b, w in rows if k == kind]
     ratios = [w / b for b, w in r]
     med = statistics.median(ratios)
+    verdict = "peer" if target is None else (
+        f"target >= {target}: {'MET' if med >= target else 'NOT MET'}")
     print(f"{kind}: median ratio {med:.3f} (min {min(ratios):.3f}, max {max(ratios):.3f}, "
-          f"{len(r)} pairs), target >= {target}: {'MET' if med >= target else 'NOT MET'}")
+          f"{len(r)} pairs), {verdict}")
 print("note: guests under TCG give noisy numbers; the median of alternating pairs is the figure to read")
 PY
 rm -f "$results"
