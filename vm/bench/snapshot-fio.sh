@@ -130,7 +130,10 @@ thin() {
 	dmsetup create bench-pool --table \
 		"0 $(blockdev --getsz "$TDATA") thin-pool $TMETA $TDATA $CHUNK 0 1 skip_block_zeroing"
 	dmsetup message bench-pool 0 "create_thin 0"
-	dmsetup create bench-thin --table "0 $SECTORS thin /dev/mapper/bench-pool 0"
+	# By number: without udev the /dev/mapper node may not be there yet.
+	local pool
+	pool=$(dmsetup info -c --noheadings -o major,minor bench-pool | tr -d ' ')
+	dmsetup create bench-thin --table "0 $SECTORS thin $pool 0"
 	mibs /dev/mapper/bench-thin >/dev/null
 	dmsetup suspend bench-thin
 	dmsetup message bench-pool 0 "create_snap 1 0"
