@@ -18,42 +18,17 @@
 set -euo pipefail
 REPS=${1:-7}
 RUNTIME=${2:-3}
-BIN=${BLKSNAP_BIN:-blksnap}
 TARGET=0.97
-CFG=/sys/kernel/config/nullb
+. "$(dirname "$0")/lib.sh"
 
-fail() {
-	echo "FAIL: $*" >&2
-	exit 1
-}
-command -v fio >/dev/null || fail "fio is missing"
-# The kernel has no SysV IPC, which fio needs even with --thread: it runs
-# with shm-shim.c preloaded (built here with the host's compiler).
-SHIM=$(mktemp -d)/shm-shim.so
-cc -shared -fPIC -O2 -o "$SHIM" "$(dirname "$0")/shm-shim.c" || fail "cannot build $SHIM"
-[ -d "$CFG" ] || mount -t configfs none /sys/kernel/config
-[ -d "$CFG" ] || fail "no null_blk configfs ($CFG)"
-
-# make_nullb NAME: a 4 GiB pure null device; prints its disk name.
-make_nullb() {
-	local c=$CFG/$1 name
-	mkdir "$c"
-	echo 4096 >"$c/size"
-	echo 0 >"$c/memory_backed"
-	echo 1 >"$c/power"
-	for name in "$1" "nullb$(cat "$c/index")"; do
-		[ -b "/dev/$name" ] && echo "/dev/$name" && return 0
-	done
-	fail "no disk for null_blk $1"
-}
 cleanup() {
 	"$BIN" detach "${A:-/nonexistent}" >/dev/null 2>&1 || true
 	"$BIN" detach "${B:-/nonexistent}" >/dev/null 2>&1 || true
 	rmdir "$CFG/bench-a" "$CFG/bench-b" 2>/dev/null || true
 }
 trap cleanup EXIT
-A=$(make_nullb bench-a)
-B=$(make_nullb bench-b)
+A=$(make_nullb bench-a 4096 0)
+B=$(make_nullb bench-b 4096 0)
 
 # iops DEV: one fio run; prints the write IOPS.
 iops() {

@@ -29,37 +29,14 @@
 set -euo pipefail
 REPS=${1:-3}
 SIZE=${2:-256}
-BIN=${BLKSNAP_BIN:-blksnap}
-CFG=/sys/kernel/config/nullb
-
-fail() {
-	echo "FAIL: $*" >&2
-	exit 1
-}
-command -v fio >/dev/null || fail "fio is missing"
-SHIM=$(mktemp -d)/shm-shim.so
-cc -shared -fPIC -O2 -o "$SHIM" "$(dirname "$0")/shm-shim.c" || fail "cannot build $SHIM"
-[ -d "$CFG" ] || mount -t configfs none /sys/kernel/config
-[ -d "$CFG" ] || fail "no null_blk configfs ($CFG)"
+. "$(dirname "$0")/lib.sh"
 STORE=$(mktemp -d /tmp/snapbench.XXXXXX)
 mount -t tmpfs -o size=$((SIZE + 64))M snapbench "$STORE"
 
-# make_nullb NAME SIZE_MIB: a memory-backed null_blk device; prints its path.
-make_nullb() {
-	local c=$CFG/$1 name
-	mkdir "$c"
-	echo "$2" >"$c/size"
-	echo 1 >"$c/memory_backed"
-	echo 1 >"$c/power"
-	for name in "$1" "nullb$(cat "$c/index")"; do
-		[ -b "/dev/$name" ] && echo "/dev/$name" && return 0
-	done
-	fail "no disk for null_blk $1"
-}
 ID=
 cleanup() {
 	[ -z "$ID" ] || "$BIN" snapshot destroy --id "$ID" >/dev/null 2>&1 || true
-	"$BIN" detach "$A" >/dev/null 2>&1 || true
+	"$BIN" detach "${A:-/nonexistent}" >/dev/null 2>&1 || true
 	for t in bench-snap bench-origin bench-thin bench-pool; do dmsetup remove "$t" >/dev/null 2>&1 || true; done
 	for n in snapbench snapcow thindata thinmeta; do
 		echo 0 >"$CFG/$n/power" 2>/dev/null || true
@@ -68,10 +45,10 @@ cleanup() {
 	umount "$STORE" 2>/dev/null || true
 }
 trap cleanup EXIT
-A=$(make_nullb snapbench "$SIZE")
-COW=$(make_nullb snapcow $((SIZE + 32)))
-TDATA=$(make_nullb thindata $((2 * SIZE + 32)))
-TMETA=$(make_nullb thinmeta 64)
+A=$(make_nullb snapbench "$SIZE" 1)
+COW=$(make_nullb snapcow $((SIZE + 32)) 1)
+TDATA=$(make_nullb thindata $((2 * SIZE + 32)) 1)
+TMETA=$(make_nullb thinmeta 64 1)
 SECTORS=$((SIZE * 2048))
 # The chunk size blksnap picks for the device, in sectors (for the peers).
 CHUNK=$((1 << ($(dmesg | sed -n 's/.*chunk parameters: Params { min_shift: \([0-9]*\).*/\1/p' |
