@@ -11,6 +11,11 @@ DEB_PKGS=(
 	clang-19 lld-19 llvm-19 libclang-19-dev
 	qemu-system-x86 qemu-system-ppc
 	fio udev fdisk xfsprogs dmsetup
+	# xfstests: to build it, then what its tests run in the guest (gawk:
+	# mawk lacks strtonum, which ext4/023 and ext4/028 use)
+	autoconf automake libtool pkg-config xfslibs-dev uuid-dev libattr1-dev
+	libacl1-dev libaio-dev liburing-dev libgdbm-dev libcap-dev libinih-dev
+	e2fsprogs attr acl quota dbench psmisc gawk
 )
 
 mkdir -p "$TOOLS"
@@ -146,6 +151,36 @@ install_ppc_busybox() {
 	fi
 }
 
+# xfstests from the shared third-party directory (no registry carries it):
+# verified against the pinned checksum, unpacked and built under the cache
+# once; a stamp names the tarball it was built from.
+third_party_dir() {
+	local d
+	for d in "${BLKSNAP_THIRD_PARTY:-}" "$REPO/../shared/third-party" /work/shared/third-party; do
+		[ -n "$d" ] && [ -f "$d/$XFSTESTS_TARBALL" ] && echo "$d" && return 0
+	done
+	return 1
+}
+install_xfstests() {
+	local dir=$TOOLS/xfstests stamp=$TOOLS/xfstests/.built-from
+	if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$XFSTESTS_SHA256" ] && [ -x "$dir/check" ]; then
+		return 0
+	fi
+	local src
+	src=$(third_party_dir) ||
+		die "no $XFSTESTS_TARBALL: set BLKSNAP_THIRD_PARTY to the directory that holds it" \
+			"(the project keeps it in ../shared/third-party)"
+	echo "$XFSTESTS_SHA256  $src/$XFSTESTS_TARBALL" | sha256sum -c --status ||
+		die "checksum mismatch for $src/$XFSTESTS_TARBALL (expected $XFSTESTS_SHA256)"
+	log "building xfstests from $XFSTESTS_TARBALL"
+	rm -rf "$dir"
+	mkdir -p "$dir"
+	tar -xJf "$src/$XFSTESTS_TARBALL" -C "$dir" --strip-components=1
+	make -C "$dir" -j"$JOBS" >"$TOOLS/xfstests-build.log" 2>&1 ||
+		die "xfstests build failed (log: $TOOLS/xfstests-build.log)"
+	echo "$XFSTESTS_SHA256" >"$stamp"
+}
+
 check_versions() {
 	local bad=()
 	clang-19 --version | grep -q 'version 19' || bad+=("clang-19")
@@ -157,6 +192,7 @@ check_versions() {
 	command -v qemu-system-x86_64 >/dev/null || bad+=(qemu-system-x86_64)
 	command -v qemu-system-ppc64 >/dev/null || bad+=(qemu-system-ppc64)
 	command -v vng >/dev/null || bad+=(virtme-ng)
+	[ -x "$TOOLS/xfstests/check" ] || bad+=("xfstests at $TOOLS/xfstests")
 	[ ${#bad[@]} -eq 0 ] || die "toolchain incomplete or mismatched: ${bad[*]}"
 }
 
@@ -167,6 +203,7 @@ all)
 	install_bindgen
 	install_vng
 	install_ppc_busybox
+	install_xfstests
 	fetch_base
 	check_versions
 	;;

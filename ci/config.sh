@@ -14,7 +14,7 @@ arch=${1:?usage: $0 x86_64|ppc64le [fragment...]}
 shift
 case $arch in
 x86_64) frags=(common vng x86_64) ;;
-ppc64le) frags=(common ppc64le) ;;
+ppc64le) frags=(common vng ppc64le) ;;
 *) die "unknown architecture '$arch'" ;;
 esac
 [ -z "${BLKSNAP_FLAVOUR:-}" ] || frags+=("$BLKSNAP_FLAVOUR")
