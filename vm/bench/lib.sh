@@ -30,3 +30,25 @@ make_nullb() {
 	done
 	fail "no disk for null_blk $1"
 }
+
+# tools_in_memory DIR PROGRAM...: copies the programs, every library they
+# load and the blksnap tool (BIN) to a tmpfs mounted at DIR, and runs them
+# from there (PATH, LD_LIBRARY_PATH, BIN). The root file system of a
+# virtme-ng guest is 9p without a cache: each start of fio reads its
+# sixty-odd libraries (80 MiB: ceph, gluster, rdma...) from the host again,
+# seconds per run under TCG, and the debug build of the tool is 25 MiB.
+tools_in_memory() {
+	local dir=$1 p path
+	shift
+	mkdir -p "$dir"
+	mount -t tmpfs -o size=512M benchtools "$dir"
+	mkdir "$dir/bin" "$dir/lib"
+	for p in "$@"; do
+		path=$(command -v "$p") || fail "$p is missing"
+		cp "$path" "$dir/bin/"
+		ldd "$path" | sed -n 's/.*=> \(\/[^ ]*\) .*/\1/p' | xargs -r cp -Ln -t "$dir/lib/"
+	done
+	cp "$(command -v "$BIN")" "$dir/bin/blksnap"
+	BIN=$dir/bin/blksnap
+	export PATH="$dir/bin:$PATH" LD_LIBRARY_PATH="$dir/lib"
+}

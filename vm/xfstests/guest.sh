@@ -47,11 +47,16 @@ mkdir -p "$OUT"
 W=/tmp/xfstests-run
 mkdir -p "$W"
 mount -t tmpfs -o size=512M xfstests "$W"
-# The host's tree is read-only in the guest; check writes next to itself.
-cp -a "$src" "$W/xfstests"
+# The host's tree is read-only in the guest and check writes next to
+# itself: an overlay with its upper layer in the tmpfs.
+step "setup: xfstests from $src"
+mkdir -p "$W/xfstests" "$W/upper" "$W/work"
+mount -t overlay -o lowerdir="$src",upperdir="$W/upper",workdir="$W/work" xfstests-ovl \
+	"$W/xfstests"
 
 # The users and groups the permission tests switch to. /etc/shadow is a
 # bind mount of virtme-ng's: drop it so that useradd can write the file.
+step "setup: users"
 umount /etc/shadow 2>/dev/null || true
 for u in fsgqa fsgqa2 123456-fsgqa; do
 	id "$u" >/dev/null 2>&1 || useradd -M -U "$u" >/dev/null 2>&1 ||
@@ -74,11 +79,13 @@ cleanup() {
 	umount /tmp/xfs-test /tmp/xfs-scratch 2>/dev/null || true
 	[ -z "$ORIGIN_ID" ] || "$BIN" snapshot destroy --id "$ORIGIN_ID" >/dev/null 2>&1 || true
 	umount /tmp/xfs-origin /tmp/xfs-store 2>/dev/null || true
+	umount "$W/xfstests" 2>/dev/null || true
 	umount "$W" 2>/dev/null || true
 }
 trap cleanup EXIT
 mkdir -p /tmp/xfs-test /tmp/xfs-scratch /tmp/xfs-origin /tmp/xfs-store
 
+step "setup: devices ($MODE)"
 case $MODE in
 plain | cbt)
 	TEST_DEV=${disks[0]} SCRATCH_DEV=${disks[1]}
@@ -96,8 +103,11 @@ snapshot)
 	mkfs_dev "$ORIGIN"
 	mount "$ORIGIN" /tmp/xfs-origin
 	mkdir /tmp/xfs-origin/writer
-	# Some data in the file system before the take.
-	cp -a "$src/tests" /tmp/xfs-origin/before
+	# Some data in the file system before the take: 32 files of 1 MiB.
+	mkdir /tmp/xfs-origin/before
+	for i in $(seq 32); do
+		dd if=/dev/urandom of=/tmp/xfs-origin/before/f$i bs=1M count=1 status=none
+	done
 	ORIGIN_SUM=$(cd /tmp/xfs-origin/before && find . -type f -print0 | sort -z |
 		xargs -0 cat | sha256sum)
 	ORIGIN_ID=$("$BIN" snapshot create --storage /tmp/xfs-store/origin --limit 3G "$ORIGIN")
