@@ -4,6 +4,8 @@
 # what is missing or mismatched.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
+# shellcheck source=ppc-guest.sh
+. "$(dirname "$0")/ppc-guest.sh"
 
 DEB_PKGS=(
 	build-essential flex bison bc libelf-dev libssl-dev dwarves cpio kmod
@@ -11,6 +13,8 @@ DEB_PKGS=(
 	clang-19 lld-19 llvm-19 libclang-19-dev
 	qemu-system-x86 qemu-system-ppc
 	fio udev fdisk xfsprogs dmsetup
+	# ppc64le guests: the cross linker of the blksnap tool and the v6 client
+	gcc-powerpc64le-linux-gnu libc6-dev-ppc64el-cross
 	# xfstests: to build it, then what its tests run in the guest (gawk:
 	# mawk lacks strtonum, which ext4/023 and ext4/028 use)
 	autoconf automake libtool pkg-config xfslibs-dev uuid-dev libattr1-dev
@@ -134,22 +138,8 @@ fetch_base() {
 }
 
 # Guest user space for ppc64le: the host's x86 binaries cannot run there,
-# so the guest gets Debian's static busybox for ppc64el in an initramfs.
-install_ppc_busybox() {
-	local bb=$TOOLS/busybox-ppc64el
-	if [ ! -x "$bb" ]; then
-		log "fetching busybox-static for ppc64el"
-		fetch_deb bookworm busybox-static "" "" "$TOOLS/busybox-ppc64el.deb" ppc64el
-		local tmp
-		tmp=$(mktemp -d)
-		dpkg -x "$TOOLS/busybox-ppc64el.deb" "$tmp"
-		file -b "$tmp/bin/busybox" 2>/dev/null | grep -q "64-bit LSB.*PowerPC" ||
-			head -c 20 "$tmp/bin/busybox" | od -An -tx1 | grep -q "7f 45 4c 46 02 01" ||
-			die "busybox-static for ppc64el is not a ppc64le binary"
-		mv "$tmp/bin/busybox" "$bb"
-		rm -rf "$tmp"
-	fi
-}
+# so the guest boots on a root file system of Debian ppc64el packages
+# (install_ppc_rootfs, ci/ppc-guest.sh).
 
 # xfstests from the shared third-party directory (no registry carries it):
 # verified against the pinned checksum, unpacked and built under the cache
@@ -192,6 +182,9 @@ check_versions() {
 	command -v qemu-system-x86_64 >/dev/null || bad+=(qemu-system-x86_64)
 	command -v qemu-system-ppc64 >/dev/null || bad+=(qemu-system-ppc64)
 	command -v vng >/dev/null || bad+=(virtme-ng)
+	command -v powerpc64le-linux-gnu-gcc >/dev/null || bad+=(gcc-powerpc64le-linux-gnu)
+	[ -f "$PPC_ROOT/.stamp" ] || bad+=("ppc64le root file system at $PPC_ROOT")
+	[ -f "$BUILDSTD_SYSROOT/.stamp" ] || bad+=("-Zbuild-std sysroot at $BUILDSTD_SYSROOT")
 	[ -x "$TOOLS/xfstests/check" ] || bad+=("xfstests at $TOOLS/xfstests")
 	[ ${#bad[@]} -eq 0 ] || die "toolchain incomplete or mismatched: ${bad[*]}"
 }
@@ -202,13 +195,15 @@ all)
 	install_rust_src
 	install_bindgen
 	install_vng
-	install_ppc_busybox
+	install_ppc_rootfs
+	install_buildstd_sysroot
 	install_xfstests
 	fetch_base
 	check_versions
 	;;
 check) check_versions ;;
 fetch-base) fetch_base ;;
-*) die "usage: $0 [all|check|fetch-base]" ;;
+relock-ppc-rootfs) relock_ppc_rootfs ;;
+*) die "usage: $0 [all|check|fetch-base|relock-ppc-rootfs]" ;;
 esac
 log "toolchain ready"

@@ -5,6 +5,7 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 bad=0
 while IFS= read -r f; do
+	[ -f "$f" ] || continue # removed, not committed yet
 	case $(head -1 "$f") in
 	*"/bin/sh"*) sh -n "$f" || bad=1 ;;
 	*) bash -n "$f" || bad=1 ;;

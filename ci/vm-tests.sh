@@ -1,26 +1,40 @@
 #!/usr/bin/env bash
 # Run the guest tests of vm/tests/ on the fork's kernel.
 #
-# usage: ci/vm-tests.sh x86_64|ppc64le|selftest [NAME...]
+# usage: ci/vm-tests.sh x86_64|ppc64le|selftest [--except GLOB]... [NAME...]
 #
-# A test is vm/tests/NAME.sh (x86_64, virtme-ng, the host's user space) or
-# vm/tests/NAME-ppc64le.sh (ppc64le, busybox). Header lines say how to run it:
-#   # vm: --disk 256M --timeout 300     options for the runner
+# A test is vm/tests/NAME.sh, run by vm/run.sh (virtme-ng) on both
+# architectures: on x86_64 with the host's user space, on ppc64le (64 KiB
+# pages, TCG) with Debian ppc64el user space (ci/ppc-guest.sh). Header lines
+# say how to run it:
+#   # vm: --disk 256M --timeout 300     options for the runner (timeouts
+#                                        are scaled on ppc64le and for a
+#                                        debug kernel)
 #   # vm-requires: CONFIG_BLKSNAP       kernel options it needs
 #   # vm-pending: REASON                 not run yet (a capability it
 #                                        checks has not landed)
+#   # vm-arch: ARCH... (REASON)          runs on these architectures only;
+#                                        the others list it as an exception
 # A test whose kernel options are not set, or that is pending, is reported
 # as SKIPPED with the reason, and never counted as passed. A test whose guest
 # log holds a kernel bug report (oops, KASAN, lockdep, ...) fails (vm/run.sh).
-# x86_64 guests get the user-space tool as $BLKSNAP_BIN (built here). "selftest" checks the runner itself:
+# Guests get the user-space tool as $BLKSNAP_BIN (built here; for ppc64le
+# cross-built, with the v6 C client as $V6CLIENT_BIN). "selftest" checks the runner itself:
 # a script's status comes back, a panic and a hang are failures.
 set -uo pipefail
 . "$(dirname "$0")/lib.sh"
 
-what=${1:?usage: $0 x86_64|ppc64le|selftest [name...]}
+what=${1:?usage: $0 x86_64|ppc64le|selftest [--except GLOB]... [name...]}
 shift
+# --except GLOB: leave the tests whose name matches out of the default
+# selection (ci/test.sh runs the xfstests in a stage of their own).
+except=()
+while [ "${1:-}" = --except ]; do
+	except+=("$2")
+	shift 2
+done
 pass=0 fail=0 skip=0
-results=()
+results=() exceptions=()
 
 record() {
 	results+=("$(printf '%-28s %s' "$1" "$2")")
@@ -50,24 +64,39 @@ if [ "$what" = selftest ]; then
 else
 	arch=$what
 	config=$(build_dir "$arch")/.config
+	case $arch in
+	x86_64) factor=1 ;;
+	# TCG emulating POWER9 on x86: the guests run several times slower.
+	ppc64le) factor=${PPC64LE_TIMEOUT_FACTOR:-4} ;;
+	*) die "unknown architecture '$arch'" ;;
+	esac
 	if [ $# -gt 0 ]; then
 		names=("$@")
 	else
 		names=()
 		for f in "$REPO"/vm/tests/*.sh; do
 			n=$(basename "$f" .sh)
-			case $arch:$n in
-			ppc64le:*-ppc64le) names+=("$n") ;;
-			x86_64:*-ppc64le | ppc64le:*) ;;
-			*) names+=("$n") ;;
-			esac
+			for g in "${except[@]}"; do
+				# shellcheck disable=SC2053
+				[[ $n != $g ]] || continue 2
+			done
+			archs=$(sed -n 's/^# vm-arch: *//p' "$f" | head -1)
+			if [ -n "$archs" ] && ! grep -qw -- "$arch" <<<"${archs%%(*}"; then
+				exceptions+=("$(printf '%-28s %s' "$n" "$archs")")
+				continue
+			fi
+			names+=("$n")
 		done
 	fi
+	export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$BLKSNAP_CACHE/cargo-target}
 	if [ "$arch" = x86_64 ]; then
-		export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$BLKSNAP_CACHE/cargo-target}
 		cargo build -q --locked --manifest-path "$REPO/rust-blksnap/Cargo.toml" --bin blksnap ||
 			die "cannot build the blksnap tool"
 		export BLKSNAP_BIN=$CARGO_TARGET_DIR/debug/blksnap
+	else
+		# shellcheck source=ppc-guest.sh
+		. "$REPO/ci/ppc-guest.sh"
+		build_ppc_tools
 	fi
 	for n in "${names[@]}"; do
 		f=$REPO/vm/tests/$n.sh
@@ -90,23 +119,20 @@ else
 		fi
 		read -ra opts <<<"$(sed -n 's/^# vm: *//p' "$f" | head -1)"
 		# A debug kernel (KASAN, lockdep) is slower: triple the timeout.
-		if [ -n "${BLKSNAP_FLAVOUR:-}" ]; then
-			for i in "${!opts[@]}"; do
-				[ "${opts[$i]}" != --timeout ] || opts[i + 1]=$((opts[i + 1] * 3))
-			done
-		fi
+		f_all=$factor
+		[ -z "${BLKSNAP_FLAVOUR:-}" ] || f_all=$((factor * 3))
+		for i in "${!opts[@]}"; do
+			[ "${opts[$i]}" != --timeout ] || opts[i + 1]=$((opts[i + 1] * f_all))
+		done
 		logf=$BLKSNAP_CACHE/results/vm-$arch$FLAVOUR_SUFFIX/$n.log
 		mkdir -p "$(dirname "$logf")"
-		rc=0
-		if [ "$arch" = ppc64le ]; then
-			bash "$REPO/vm/run-ppc64le.sh" "${opts[@]}" --log "$logf" "$f" || rc=$?
-		else
-			VM_QUIET=1 bash "$REPO/vm/run.sh" "${opts[@]}" --log "$logf" "$f" || rc=$?
-		fi
+		rc=0 t0=$(date +%s)
+		VM_QUIET=1 bash "$REPO/vm/run.sh" --arch "$arch" "${opts[@]}" --log "$logf" "$f" || rc=$?
+		secs=$(($(date +%s) - t0))
 		if [ "$rc" -eq 0 ]; then
-			record "$n" "PASS"
+			record "$n" "PASS (${secs}s)"
 		else
-			record "$n" "FAIL (status $rc, log $logf)"
+			record "$n" "FAIL (status $rc after ${secs}s, log $logf)"
 			echo "--- last lines of $logf:" >&2
 			tail -n 40 "$logf" >&2
 		fi
@@ -116,5 +142,9 @@ fi
 echo
 echo "VM tests ($what):"
 printf '  %s\n' "${results[@]}"
+if [ ${#exceptions[@]} -gt 0 ]; then
+	echo "Not run on $what (vm-arch):"
+	printf '  %s\n' "${exceptions[@]}"
+fi
 echo "vm-tests: $pass passed, $fail failed, $skip skipped"
 [ "$fail" -eq 0 ] && [ "$pass" -gt 0 ]

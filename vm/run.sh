@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Boot the fork's x86_64 kernel with virtme-ng and run a script in the guest.
+# Boot the fork's kernel with virtme-ng and run a script in the guest.
 #
 # usage: vm/run.sh [options] SCRIPT [ARGS...]
+#   --arch ARCH       x86_64 (default) or ppc64le (64 KiB pages, QEMU
+#                     pseries under TCG)
 #   --timeout SEC     kill the guest after SEC seconds (default 600)
 #   --disk SIZE       attach a scratch virtio-blk disk of SIZE (e.g. 256M);
 #                     repeatable; the guest sees them in $SCRATCH_DISKS
@@ -11,10 +13,15 @@
 #                     $VM_OUT (default: a fresh temporary directory)
 #   --append ARGS     extra kernel command line
 #   --memory SIZE     guest memory (default 2G)
-#   --kernel DIR      build directory to boot (default: the x86_64 build)
+#   --kernel DIR      build directory to boot (default: the build of ARCH)
 #
-# The script runs as root in the guest, with the host's root file system
-# shared read-only (virtme-ng) and the repository at its host path. The exit
+# The script runs as root in the guest. An x86_64 guest has the host's root
+# file system shared read-only (virtme-ng) and the repository at its host
+# path. A ppc64le guest cannot run the host's binaries: it boots on a root
+# file system of Debian ppc64el packages (ci/ppc-guest.sh, made by
+# ci/bootstrap.sh), with the repository shared read-only at $REPO, the
+# output directory at $VM_OUT and the tools ($BLKSNAP_BIN, $V6CLIENT_BIN:
+# ppc64le builds, copied in) under /run/blksnap. The exit
 # status is the script's; a guest that panics, hangs past the timeout or
 # never reports a status is a failure (exit 124 for a timeout, 125 when no
 # status came back). The full console log is kept either way. A kernel that
@@ -26,7 +33,7 @@
 set -euo pipefail
 . "$(dirname "$0")/../ci/lib.sh"
 
-timeout=600 memory=2G log="" out="" append="" kdir=""
+timeout=600 memory=2G log="" out="" append="" kdir="" arch=x86_64
 disks=()
 while [ $# -gt 0 ]; do
 	case $1 in
@@ -37,6 +44,7 @@ while [ $# -gt 0 ]; do
 	--append) append="$append $2" && shift 2 ;;
 	--memory) memory=$2 && shift 2 ;;
 	--kernel) kdir=$2 && shift 2 ;;
+	--arch) arch=$2 && shift 2 ;;
 	--) shift && break ;;
 	-*) die "unknown option $1" ;;
 	*) break ;;
@@ -46,8 +54,22 @@ done
 script=$(realpath "$1")
 shift
 [ -f "$script" ] || die "no such script: $script"
-kdir=${kdir:-$(build_dir x86_64)}
-[ -f "$kdir/arch/x86/boot/bzImage" ] || die "no kernel in $kdir: run ci/build.sh x86_64 first"
+kdir=${kdir:-$(build_dir "$arch")}
+case $arch in
+x86_64) kimg=arch/x86/boot/bzImage ;;
+ppc64le)
+	kimg=vmlinux
+	# shellcheck source=../ci/ppc-guest.sh
+	. "$REPO/ci/ppc-guest.sh"
+	[ -f "$PPC_ROOT/.stamp" ] || die "no ppc64le root file system at $PPC_ROOT: run ci/bootstrap.sh"
+	# virtme-ng puts its init commands in a file of the root when the
+	# command line would be too long, and removes it at exit; a guest killed
+	# on timeout leaves it behind.
+	find "$PPC_ROOT" -maxdepth 1 -name 'virtme-init-*' -mmin +720 -delete
+	;;
+*) die "unknown architecture '$arch'" ;;
+esac
+[ -f "$kdir/$kimg" ] || die "no kernel in $kdir: run ci/build.sh $arch first"
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/blksnap-vm.XXXXXX")
 trap 'rm -rf "$work"' EXIT
@@ -77,40 +99,89 @@ for size in "${disks[@]}"; do
 	i=$((i + 1))
 done
 
-accel=$(bash "$REPO/vm/accel.sh")
+# No KVM for another architecture.
+if [ "$arch" = x86_64 ]; then
+	accel=$(bash "$REPO/vm/accel.sh")
+else
+	accel=tcg
+fi
 echo "$accel" >"$work/accel"
+
+# Paths as the guest sees them: the host's on x86_64, shares under
+# /run/blksnap on ppc64le. $share holds the wrapper (and the ppc64le tools).
+share=$work/share
+mkdir -p "$share"
+g_script=$script g_repo=$REPO g_out=$out g_share=$share
+g_bin=${BLKSNAP_BIN:-} g_v6=${V6CLIENT_BIN:-}
+if [ "$arch" = ppc64le ]; then
+	g_repo=/run/blksnap/repo g_out=/run/blksnap/out g_share=/run/blksnap/share
+	case $script in
+	"$REPO"/*) g_script=$g_repo/${script#"$REPO"/} ;;
+	*) cp "$script" "$share/script.sh" && g_script=$g_share/script.sh ;;
+	esac
+	if [ -n "$g_bin" ]; then
+		cp "$g_bin" "$share/blksnap" && g_bin=$g_share/blksnap
+	fi
+	if [ -n "$g_v6" ]; then
+		cp "$g_v6" "$share/v6client" && g_v6=$g_share/v6client
+	fi
+fi
 
 # The guest runs a wrapper: it sets the environment, runs the script and
 # leaves the status in the shared directory as a second witness.
-cat >"$work/guest.sh" <<EOF
+cat >"$share/guest.sh" <<EOF
 #!/bin/bash
-export SCRATCH_DISKS="${scratch[*]}" VM_OUT="$out" REPO="$REPO" PATH="\$PATH:/usr/sbin:/sbin"
-export BLKSNAP_BIN="${BLKSNAP_BIN:-}"
-cd "$REPO"
+export SCRATCH_DISKS="${scratch[*]}" VM_OUT="$g_out" REPO="$g_repo" PATH="\$PATH:/usr/sbin:/sbin"
+export BLKSNAP_BIN="$g_bin" V6CLIENT_BIN="$g_v6" BLKSNAP_CACHE="$BLKSNAP_CACHE"
+cd "$g_repo"
 echo "guest: \$(uname -r), accel=$(cat "$work/accel" 2>/dev/null || echo ?)"
-bash "$script" $(printf '%q ' "$@")
+bash "$g_script" $(printf '%q ' "$@")
 rc=\$?
-echo "\$rc" >"$out/.status"
+echo "\$rc" >"$g_out/.status"
 exit \$rc
 EOF
-chmod +x "$work/guest.sh"
+chmod +x "$share/guest.sh"
 
 # virtiofsd does not start here (no FUSE in the sandbox): use 9p at once.
 # KUnit has a run of its own (ci/kunit.sh): a guest test boots without it.
 vng_args=(--run "$kdir" --disable-microvm --force-9p --memory "$memory" --cpus 2 --verbose
-	--rwdir "$out" --append "kunit.enable=0$append")
+	--append "kunit.enable=0$append")
+if [ "$arch" = ppc64le ]; then
+	# On a foreign root virtme-ng runs its shell init (virtme-init).
+	vng_args+=(--arch ppc64el --root "$PPC_ROOT" --rodir "$g_repo=$REPO"
+		--rodir "$g_share=$share" --rwdir "$g_out=$out")
+	# The CPU that vm/qemu.sh and KUnit boot with.
+	qopts=(-cpu power9 "${qopts[@]}")
+else
+	vng_args+=(--rwdir "$out")
+fi
 [ "$accel" = kvm ] || vng_args+=(--disable-kvm)
 [ ${#qopts[@]} -eq 0 ] || vng_args+=(--qemu-opts="${qopts[*]}")
 
 # The kernel bug report pattern ($oops) and failed_while_booting.
 . "$(dirname "$0")/boot-check.sh"
 
-log "vm: $(basename "$script") on $(basename "$kdir") ($accel, timeout ${timeout}s), log: $log"
+log "vm: $(basename "$script") on $(basename "$kdir") ($arch, $accel, timeout ${timeout}s), log: $log"
 for attempt in 1 2; do
 	set +e
-	timeout --kill-after=10 "$timeout" vng "${vng_args[@]}" --exec "$work/guest.sh" \
-		</dev/null 2>&1 | tee "$log" | { [ -n "${VM_QUIET:-}" ] && cat >/dev/null || cat; }
-	rc=${PIPESTATUS[0]}
+	timeout --kill-after=10 "$timeout" vng "${vng_args[@]}" --exec "$g_share/guest.sh" \
+		</dev/null >"$log" 2>&1 &
+	guest=$!
+	[ -n "${VM_QUIET:-}" ] || tail --pid="$guest" -n +1 -F "$log" 2>/dev/null &
+	# A kernel that reported a bug before the script started may hang
+	# instead of panicking (seen on ppc64le under TCG): stop it at once
+	# rather than at the timeout (timeout passes the signal to QEMU).
+	while kill -0 "$guest" 2>/dev/null; do
+		sleep 3
+		if ! grep -q '^guest: ' "$log" && failed_while_booting "$log"; then
+			sleep 5
+			kill -TERM "$guest" 2>/dev/null
+			break
+		fi
+	done
+	wait "$guest"
+	rc=$?
+	wait
 	set -e
 	# A kernel that fails while it boots, before any test code has run,
 	# says nothing about the test (seen under TCG: an int3 oops while static

@@ -16,6 +16,9 @@ attr=/sys/block/vda/filter
 [ -f "$attr" ] || fail "$attr does not exist"
 [ -z "$(cat "$attr")" ] || fail "$attr is not empty: '$(cat "$attr")'"
 [ "$(stat -c %a "$attr")" = 444 ] || fail "$attr is not read-only"
+# The ioctl request codes of this machine (they differ on powerpc).
+PYTHONPATH=$(cd "$(dirname "$0")/lib" && pwd)
+export PYTHONPATH PYTHONDONTWRITEBYTECODE=1
 
 # One ioctl on the device, opened O_RDONLY|O_DIRECT as the clients do,
 # as root or (last argument "unprivileged") as nobody; prints the errno
@@ -23,9 +26,7 @@ attr=/sys/block/vda/filter
 cat >/tmp/blkfilter-ioctl.py <<'EOF'
 import errno, fcntl, os, struct, sys
 
-BLKFILTER_ATTACH = 0xc020128c
-BLKFILTER_DETACH = 0xc020128d
-BLKFILTER_CTL = 0xc030128e
+from blkioctl import BLKFILTER_ATTACH, BLKFILTER_CTL, BLKFILTER_DETACH
 
 dev, op, name = sys.argv[1:4]
 if sys.argv[4:] == ["unprivileged"]:

@@ -16,15 +16,15 @@ fail() {
 dev=/dev/vda
 [ -b "$dev" ] || fail "no scratch disk $dev"
 [ -c /dev/blksnap-control ] || fail "/dev/blksnap-control does not exist"
+# The ioctl request codes of this machine (they differ on powerpc).
+PYTHONPATH=$(cd "$(dirname "$0")/lib" && pwd)
+export PYTHONPATH PYTHONDONTWRITEBYTECODE=1
 
 cat >/tmp/blksnap-cbt-ctl.py <<'EOF'
 import ctypes, errno, fcntl, mmap, os, struct, sys
 
-BLKFILTER_ATTACH = 0xc020128c
-BLKFILTER_DETACH = 0xc020128d
-BLKFILTER_CTL = 0xc030128e
-IOCTL_BLKSNAP_VERSION = 0x80085600
-IOCTL_BLKSNAP_SNAPSHOT_CREATE = 0xc0205601
+from blkioctl import (BLKFILTER_ATTACH, BLKFILTER_CTL, BLKFILTER_DETACH,
+                      IOCTL_BLKSNAP_SNAPSHOT_CREATE, IOCTL_BLKSNAP_VERSION)
 CBTINFO, CBTMAP, CBTDIRTY, SNAPSHOTADD, SNAPSHOTINFO = range(5)
 NAME = b"blksnap".ljust(32, b"\0")
 

@@ -27,14 +27,14 @@ attr=/sys/block/$(basename "$dev")/filter
 PY=/usr/bin/python3
 [ -x "$PY" ] || fail "$PY is missing"
 command -v setpriv >/dev/null || fail "setpriv is missing"
+# The ioctl request codes of this machine (they differ on powerpc).
+PYTHONPATH=$(cd "$(dirname "$0")/lib" && pwd)
+export PYTHONPATH PYTHONDONTWRITEBYTECODE=1
 
 cat >/tmp/cbt-bad-input.py <<'EOF'
 import ctypes, errno, fcntl, mmap, os, struct, sys
 
-BLKFILTER_ATTACH = 0xc020128c
-BLKFILTER_DETACH = 0xc020128d
-BLKFILTER_CTL = 0xc030128e
-IOCTL_BLKSNAP_VERSION = 0x80085600
+from blkioctl import BLKFILTER_ATTACH, BLKFILTER_CTL, BLKFILTER_DETACH, IOCTL_BLKSNAP_VERSION
 CBTINFO, CBTMAP, CBTDIRTY = range(3)
 NAME = b"blksnap".ljust(32, b"\0")
 PAGE = mmap.PAGESIZE

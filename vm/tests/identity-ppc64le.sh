@@ -1,5 +1,7 @@
 #!/bin/sh
-# Runs under busybox sh in the ppc64le guest: the fork, Rust, 64 KiB pages.
+# vm: --timeout 300
+# vm-arch: ppc64le (checks the 64 KiB pages of the ppc64le build)
+# The ppc64le guest runs the fork, with Rust and 64 KiB pages.
 fail() {
 	echo "FAIL: $*"
 	exit 1

@@ -28,6 +28,9 @@ for d in "$A" "$B"; do
 done
 need_tool
 command -v python3 >/dev/null || fail "python3 is needed"
+# The ioctl request codes of this machine (they differ on powerpc).
+PYTHONPATH=$(cd "$(dirname "$0")/lib" && pwd)
+export PYTHONPATH PYTHONDONTWRITEBYTECODE=1
 
 WORK=$(mktemp -d /tmp/snapfs.XXXXXX)
 mount -t tmpfs -o size=256M snapfs "$WORK"
@@ -101,8 +104,11 @@ python3 - "$A" "$B" "$WORK" <<'EOF'
 import errno, fcntl, os, struct, sys
 
 A, B, WORK = sys.argv[1:4]
-CREATE, DESTROY, TAKE, COLLECT = 0xc0205601, 0x40105602, 0x40105603, 0x80105604
-CTL = 0xc030128e
+from blkioctl import BLKFILTER_CTL as CTL
+from blkioctl import IOCTL_BLKSNAP_SNAPSHOT_COLLECT as COLLECT
+from blkioctl import IOCTL_BLKSNAP_SNAPSHOT_CREATE as CREATE
+from blkioctl import IOCTL_BLKSNAP_SNAPSHOT_DESTROY as DESTROY
+from blkioctl import IOCTL_BLKSNAP_SNAPSHOT_TAKE as TAKE
 failures = 0
 
 def check(what, got, want):

@@ -12,7 +12,13 @@ DISK=${1:-${SCRATCH_DISKS%% *}}
 [ -b "$DISK" ] || { echo "FAIL: no scratch disk" >&2; exit 1; }
 work=$(mktemp -d /tmp/v6client.XXXXXX)
 trap 'rm -rf "$work"' EXIT
-# The fork's UAPI headers come first; the rest from the system.
-cc -O2 -Wall -Werror -I"$uapi" -o "$work/v6client" "$here/lib/v6client.c"
+# Built here with the fork's UAPI headers first and the rest from the
+# system, or given built ($V6CLIENT_BIN: ppc64le guests have no compiler;
+# ci/ppc-guest.sh cross-builds it the same way).
+client=${V6CLIENT_BIN:-}
+if [ -z "$client" ]; then
+	client=$work/v6client
+	cc -O2 -Wall -Werror -I"$uapi" -o "$client" "$here/lib/v6client.c"
+fi
 dd if=/dev/urandom of="$DISK" bs=1M count=2 oflag=direct status=none
-"$work/v6client" "$DISK" /tmp
+"$client" "$DISK" /tmp
