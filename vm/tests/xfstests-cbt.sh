@@ -4,7 +4,7 @@
 # system must change nothing the file system's own regression tests can
 # notice. Any failed test fails this one; tests the kernel cannot run are
 # reported as not run. Results and logs: $VM_OUT/xfstests.
-# vm: --disk 1G --disk 1G --timeout 1200
+# vm: --disk 1G --disk 1G --timeout 1800
 # vm-requires: CONFIG_BLKSNAP CONFIG_EXT4_FS
 # vm-arch: x86_64 (xfstests take about 5 minutes of TCG on x86_64 and several times that on ppc64le; the file system code is not page-size specific enough to pay for it in every run)
 set -euo pipefail

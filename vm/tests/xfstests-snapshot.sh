@@ -5,7 +5,7 @@
 # while the tests use it (vm/xfstests/guest.sh, mode "snapshot"). Any
 # failed test, failed snapshot round, change of the origin's data or
 # unclean origin file system fails it.
-# vm: --disk 1G --disk 1G --disk 3G --timeout 1500
+# vm: --disk 1G --disk 1G --disk 3G --timeout 2400
 # vm-requires: CONFIG_BLKSNAP CONFIG_EXT4_FS
 # vm-arch: x86_64 (as xfstests-cbt)
 set -euo pipefail
