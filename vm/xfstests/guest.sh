@@ -118,7 +118,12 @@ snapshot)
 	done
 	ORIGIN_SUM=$(cd /tmp/xfs-origin/before && find . -type f -print0 | sort -z |
 		xargs -0 cat | sha256sum)
-	ORIGIN_ID=$("$BIN" snapshot create --storage /tmp/xfs-store/origin --limit 3G "$ORIGIN")
+	# Storage limits: a chunk is kept once, so a snapshot of a 1 GiB disk
+	# never needs more than 1 GiB. The files grow by 1 GiB steps up to
+	# their limits, and both must fit on STORE (3 GiB) at once: with
+	# larger limits the origin's file grows to 2 GiB and the scratch
+	# rounds find the file system full (ENOSPC breaks their snapshots).
+	ORIGIN_ID=$("$BIN" snapshot create --storage /tmp/xfs-store/origin --limit 1100M "$ORIGIN")
 	bs snapshot take --id "$ORIGIN_ID" >/dev/null
 	TEST_DEV=$(image_of "$ORIGIN")
 	udevadm settle 2>/dev/null || true
@@ -142,7 +147,7 @@ snapshot)
 	(
 		while :; do
 			sleep 20
-			id=$("$BIN" snapshot create --storage /tmp/xfs-store/scratch --limit 1G \
+			id=$("$BIN" snapshot create --storage /tmp/xfs-store/scratch --limit 1100M \
 				"$SCRATCH_DEV" 2>&1) || {
 				echo "FAIL create: $id" >>"$W/scratch-rounds"
 				continue
