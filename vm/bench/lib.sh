@@ -17,19 +17,9 @@ cc -shared -fPIC -O2 -o "$SHIM" "$(dirname "${BASH_SOURCE[0]}")/shm-shim.c" ||
 [ -d "$CFG" ] || mount -t configfs none /sys/kernel/config
 [ -d "$CFG" ] || fail "no null_blk configfs ($CFG)"
 
-# make_nullb NAME SIZE_MIB MEMORY_BACKED: a null_blk device made through
-# configfs (MEMORY_BACKED 0: no data kept); prints its path.
-make_nullb() {
-	local c=$CFG/$1 name
-	mkdir "$c"
-	echo "$2" >"$c/size"
-	echo "$3" >"$c/memory_backed"
-	echo 1 >"$c/power"
-	for name in "$1" "nullb$(cat "$c/index")"; do
-		[ -b "/dev/$name" ] && echo "/dev/$name" && return 0
-	done
-	fail "no disk for null_blk $1"
-}
+# make_nullb (and step, bs) come from the guest tests' helpers.
+# shellcheck source=vm/tests/lib/cbt.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../tests/lib/cbt.sh"
 
 # tools_in_memory DIR PROGRAM...: copies the programs, every library they
 # load and the blksnap tool (BIN) to a tmpfs mounted at DIR, and runs them

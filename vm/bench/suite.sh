@@ -121,7 +121,6 @@ fixed() {
 }
 # now_us: the clock in microseconds.
 now_us() { echo "${EPOCHREALTIME/./}"; }
-image_of() { echo "/dev/blksnap-image_$(lsblk -dno MAJ:MIN "$1" | tr -d ' ')"; }
 attach() { "$BIN" attach "$1" >/dev/null || fail "attach $1"; }
 detach() { "$BIN" detach "$1" >/dev/null || fail "detach $1"; }
 # held_us: the last take's "writes held" and "with freeze and thaw" times

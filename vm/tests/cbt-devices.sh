@@ -28,7 +28,7 @@ command -v sfdisk >/dev/null || fail "sfdisk is missing (Debian package fdisk, s
 WORK=$(mktemp -d /tmp/cbt-devices.XXXXXX)
 mount -t tmpfs -o size=256M cbt-devices "$WORK"
 LOOP=""
-NULLCFG=/sys/kernel/config/nullb
+NULLCFG=$NULLB_CFG
 cleanup() {
 	[ -z "$LOOP" ] || losetup -d "$LOOP" 2>/dev/null || true
 	for c in "$NULLCFG"/cbt-*; do [ -d "$c" ] && rmdir "$c" 2>/dev/null; done
@@ -149,19 +149,6 @@ for _ in $(seq 50); do [ -e "/sys/class/block/$PNAME" ] || break; sleep 0.1; don
 wait_stopped $((n + 1)) "deleting $PART"
 attr_is "/sys/block/$DNAME/filter" ""
 
-# A null_blk device made through configfs; prints its name (the configfs
-# name on recent kernels, nullbINDEX on older ones).
-make_nullb() {
-	local c=$NULLCFG/$1 name
-	mkdir "$c"
-	echo 64 >"$c/size"
-	echo 0 >"$c/memory_backed"
-	echo 1 >"$c/power"
-	for name in "$1" "nullb$(cat "$c/index")"; do
-		[ -e "/sys/block/$name" ] && echo "$name" && return 0
-	done
-	fail "no disk for null_blk $1 in /sys/block: $(ls /sys/block)"
-}
 # Direct writes in a loop until the device fails them (it went away; nocreat:
 # dd must not make a regular file where the device node was).
 writer() {
@@ -186,11 +173,9 @@ reap_writer() {
 	wait "$1" || true
 }
 
-[ -d "$NULLCFG" ] || mount -t configfs none /sys/kernel/config
-[ -d "$NULLCFG" ] || fail "no null_blk configfs directory $NULLCFG"
 for how in power rmdir; do
 	step "removal while attached and written: null_blk ($how)"
-	NB=$(make_nullb "cbt-$how")
+	NB=$(basename "$(make_nullb "cbt-$how" 64 0)")
 	[ -b "/dev/$NB" ] || fail "no /dev/$NB"
 	check_device "/dev/$NB" "/sys/block/$NB/filter" nodata
 	n=$(stopped)

@@ -41,13 +41,8 @@ cleanup() {
 }
 trap cleanup EXIT
 mkdir "$WORK/diff" "$WORK/origin" "$WORK/img"
-image_of() { echo "/dev/blksnap-image_$(lsblk -dno MAJ:MIN "$1" | tr -d ' ')"; }
 files() { (cd "$1" && find . -type f | sort | xargs -r sha256sum); }
 sum() { sha256sum "$1" | cut -d' ' -f1; }
-wait_dev() {
-	for _ in $(seq 50); do [ -b "$1" ] && return 0; sleep 0.1; done
-	fail "no device $1"
-}
 destroy() {
 	bs snapshot destroy --id "$1" >/dev/null
 	IDS=()

@@ -45,12 +45,7 @@ cleanup() {
 }
 trap cleanup EXIT
 mkdir "$WORK/diff" "$WORK/origin" "$WORK/img"
-image_of() { echo "/dev/blksnap-image_$(lsblk -dno MAJ:MIN "$1" | tr -d ' ')"; }
 files() { (cd "$1" && find . -type f | sort | xargs -r sha256sum); }
-wait_dev() {
-	for _ in $(seq 50); do [ -b "$1" ] && return 0; sleep 0.1; done
-	fail "no device $1"
-}
 
 step "ext4 on the origin, written during the snapshot"
 for d in "$A" "$B"; do "$BIN" detach "$d" >/dev/null 2>&1 || true; done

@@ -43,7 +43,6 @@ cleanup() {
 	rmdir "$WORK" 2>/dev/null || true
 }
 trap cleanup EXIT
-image_of() { echo "/dev/blksnap-image_$(lsblk -dno MAJ:MIN "$1" | tr -d ' ')"; }
 MiB=$((1024 * 1024))
 
 # Writes $2 pieces of 8 MiB of random data to $1 from piece $3 on, keeping

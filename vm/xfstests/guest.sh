@@ -77,7 +77,6 @@ mkfs_dev() {
 	xfs) mkfs.xfs -q -f "$1" ;;
 	esac
 }
-image_of() { echo "/dev/blksnap-image_$(lsblk -dno MAJ:MIN "$1" | tr -d ' ')"; }
 
 bg_pids=()
 ORIGIN_ID=

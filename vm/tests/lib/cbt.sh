@@ -68,3 +68,29 @@ scsi_debug_disk() {
 	done
 	return 1
 }
+# make_nullb NAME SIZE_MIB MEMORY_BACKED [BLOCK_SIZE]: a null_blk device made
+# through configfs (MEMORY_BACKED 0: it keeps no data; BLOCK_SIZE: its
+# logical block size, 512 unless given); prints its path (/dev/NAME on
+# recent kernels, /dev/nullbINDEX on older ones).
+NULLB_CFG=/sys/kernel/config/nullb
+make_nullb() {
+	local c=$NULLB_CFG/$1 name
+	[ -d "$NULLB_CFG" ] || mount -t configfs none /sys/kernel/config
+	mkdir "$c" || fail "cannot make null_blk $1 (configfs: $NULLB_CFG)"
+	echo "$2" >"$c/size"
+	echo "$3" >"$c/memory_backed"
+	echo "${4:-512}" >"$c/blocksize"
+	echo 1 >"$c/power"
+	for name in "$1" "nullb$(cat "$c/index")"; do
+		[ -b "/dev/$name" ] && echo "/dev/$name" && return 0
+	done
+	fail "no disk for null_blk $1 in /sys/block: $(ls /sys/block)"
+}
+# image_of DEV: the image disk of DEV while a snapshot of it is taken.
+image_of() { echo "/dev/blksnap-image_$(lsblk -dno MAJ:MIN "$1" | tr -d ' ')"; }
+# wait_dev PATH: waits up to 5 s for the block device PATH to show.
+wait_dev() {
+	local _
+	for _ in $(seq 50); do [ -b "$1" ] && return 0; sleep 0.1; done
+	fail "no device $1"
+}
