@@ -33,7 +33,7 @@ stage series:checkpatch bash "$REPO/ci/series.sh"
 # The checker runs kunit.py from the assembled tree (made by the stage above).
 stage host:kunit-checker python3 "$REPO/kunit-tests/test_checker.py" -q
 
-PPC64LE_CI_TESTS=(identity-ppc64le cbt-devices cli-cbt-only cli-cbt snapshot-images)
+PPC64LE_CI_TESTS=(identity-ppc64le cbt-devices cli-cbt-only cli-cbt snapshot-images snapshot-subpage)
 
 for arch in "${arches[@]}"; do
 	if stage "build:$arch" bash "$REPO/ci/build.sh" "$arch"; then
