@@ -642,14 +642,15 @@ pub(crate) fn copy_from_bio(
 #[kunit_tests(blksnap_diff_area)]
 mod tests {
     use super::*;
-    use crate::{chunk::Params, diff_storage::DiffStorage};
+    use crate::{chunk::Params, diff_storage::DiffStorage, image::Image};
     use kernel::{
         block::{
             bdev::OpenMode,
+            bio::NewBio,
             bio_disk::{BioDisk, BioDiskBuilder, Operations},
         },
         fs::{file_io::KernelFile, File},
-        sync::{ArcBorrow, Mutex},
+        sync::{ArcBorrow, Completion, Mutex},
     };
 
     /// Chunks of 4 KiB (8 sectors); the area covers 16 of them.
@@ -657,6 +658,7 @@ mod tests {
     const SECTORS: u64 = 16 * 8;
     /// Past the area, where the tests move data between buffers and memory.
     const SCRATCH: u64 = SECTORS;
+    const SCRATCH_CHUNKS: usize = 2;
 
     /// A disk in memory that serves bios at once.
     #[pin_data]
@@ -701,11 +703,11 @@ mod tests {
     }
 
     impl Setup {
-        /// The origin, with byte `i` in chunk `i`, a scratch chunk past the area, and an area
-        /// whose storage holds `storage_chunks` chunks.
+        /// The origin, with byte `i` in chunk `i`, two scratch chunks past the area, and an
+        /// area whose storage holds `storage_chunks` chunks.
         fn new(name: &str, storage_chunks: u64) -> Result<Self> {
             let mut data = KVVec::new();
-            for i in 0..=SECTORS as usize / 8 {
+            for i in 0..SECTORS as usize / 8 + SCRATCH_CHUNKS {
                 for _ in 0..CHUNK {
                     data.push(i as u8, GFP_KERNEL)?;
                 }
@@ -717,7 +719,7 @@ mod tests {
                 GFP_KERNEL,
             )?;
             let disk = BioDiskBuilder::new()
-                .capacity_sectors(SECTORS + 8)
+                .capacity_sectors(SECTORS + 8 * SCRATCH_CHUNKS as u64)
                 .build::<Ram>(fmt!("blksnap_{name}"), ram.clone())?;
             let file = KernelFile::from_file(File::new_shmem(c"blksnap-kunit", 0)?);
             let storage = DiffStorage::from_file(file, storage_chunks * CHUNK as u64, CHUNK as u64);
@@ -837,6 +839,77 @@ mod tests {
         // Image reads fail from then on, of preserved chunks too.
         assert_eq!(t.read(0).err(), Some(EIO));
         assert_eq!(t.read(5).err(), Some(EIO));
+        Ok(())
+    }
+
+    /// Where a read of an image reports its end.
+    #[pin_data]
+    struct ImageDone {
+        #[pin]
+        result: SpinLock<Option<(Status, Buffer)>>,
+        #[pin]
+        done: Completion,
+    }
+
+    /// A read of an image into a buffer.
+    struct ImageIo {
+        disk: Arc<BioDisk<Image>>,
+        buf: Buffer,
+        done: Arc<ImageDone>,
+    }
+
+    impl EndIo for ImageIo {
+        fn end_io(self, status: Status) {
+            let ImageIo { disk, buf, done } = self;
+            *done.result.lock() = Some((status, buf));
+            done.done.complete_all();
+            drop(disk);
+        }
+    }
+
+    /// A bio whose data starts 512 bytes into a page and crosses two chunk boundaries (one
+    /// segment in a 64 KiB page, two with 4 KiB pages), read from an image whose first chunk
+    /// follows the origin and whose second chunk was preserved and then overwritten.
+    #[test]
+    fn image_reads_into_a_segment_inside_a_page() -> Result {
+        let t = Setup::new("kunit_da_image", 4)?;
+        t.area.preserve(1)?;
+        t.overwrite(1, 0xee)?;
+        let disk = Arc::new(
+            Image::create(t.area.clone(), t.area.shared.queue)?,
+            GFP_KERNEL,
+        )?;
+        let done = Arc::pin_init(
+            pin_init!(ImageDone {
+                result <- new_spinlock!(None),
+                done <- Completion::new(),
+            }),
+            GFP_KERNEL,
+        )?;
+        // The last 512 bytes of chunk 0, all of chunk 1, the first 512 bytes of chunk 2.
+        const LEN: usize = CHUNK + 1024;
+        let io = ImageIo {
+            disk: disk.clone(),
+            buf: Buffer::new(2 * CHUNK, GFP_KERNEL)?,
+            done: done.clone(),
+        };
+        assert!(io.buf.pages().len() >= (512 + LEN).div_ceil(PAGE_SIZE));
+        let set = &t.area.shared.bio_set;
+        let mut bio = NewBio::new(set, io, |d| d.disk.bdev(), Operation::Read, 2, GFP_KERNEL)?;
+        bio.set_sector(7);
+        let first = LEN.min(PAGE_SIZE - 512);
+        bio.add_page(|d| &d.buf.pages()[0], first as u32, 512)?;
+        if first < LEN {
+            bio.add_page(|d| &d.buf.pages()[1], (LEN - first) as u32, 0)?;
+        }
+        bio.submit();
+        done.done.wait_for_completion();
+        let (status, buf) = done.result.lock().take().ok_or(EINVAL)?;
+        assert_eq!(status.to_result(), Ok(()));
+        let bytes = t.bytes(buf, 512 + LEN)?;
+        assert!(all(&bytes[512..1024], 0));
+        assert!(all(&bytes[1024..1024 + CHUNK], 1));
+        assert!(all(&bytes[1024 + CHUNK..], 2));
         Ok(())
     }
 }
