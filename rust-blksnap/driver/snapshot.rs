@@ -230,7 +230,20 @@ impl Snapshot {
         let start = Instant::<Monotonic>::now();
         let mut frozen: KVec<FreezeGuard<'_>> = KVec::with_capacity(areas.len(), GFP_KERNEL)?;
         for area in areas.iter() {
-            frozen.push(area.origin().freeze()?, GFP_KERNEL)?;
+            // A file system that cannot be frozen (one shut down after an error, say) does not
+            // stop the take: the device's image is then crash-consistent, as if the power had
+            // gone, instead of clean.
+            match area.origin().freeze() {
+                Ok(guard) => frozen.push(guard, GFP_KERNEL)?,
+                Err(err) => pr_warn!(
+                    "snapshot {:?}: {}:{}: file system not frozen (error {}), its image is \
+                     crash-consistent\n",
+                    Id(&self.shared.id),
+                    area.dev().major(),
+                    area.dev().minor(),
+                    err.to_errno()
+                ),
+            }
         }
         let held = Instant::<Monotonic>::now();
         for ((link, area), cbt) in links.iter().zip(areas.iter()).zip(prepared) {

@@ -9,6 +9,8 @@
 # - bad input gets an errno and changes nothing: unknown id, take twice,
 #   add after take, a device in two snapshots, a pipe as storage, a
 #   read-only file as storage, a limit of 0, storage on the device itself;
+# - a file system shut down (it cannot be frozen): the take goes on and the
+#   image, crash-consistent, has the files written before the shutdown;
 # - a 4 MiB limit filled by writes of 16 MiB: the snapshot breaks (event,
 #   error in snapshot info, image reads fail), the origin keeps every byte.
 #
@@ -186,6 +188,28 @@ check("add the device that holds the storage", err(lambda: add(A, s3)), "EINVAL"
 check("destroy", err(lambda: fcntl.ioctl(ctl, DESTROY, s3)), "OK")
 sys.exit(1 if failures else 0)
 EOF
+
+step "a file system that cannot be frozen (shut down): the take goes on, crash-consistent"
+mount "$A" "$WORK/origin"
+head -c 256K /dev/urandom >"$WORK/origin/late"
+sync
+files "$WORK/origin" >"$WORK/at-shutdown"
+# Shut down after flushing the log: ext4 then fails every freeze with EIO.
+xfs_io -x -c "shutdown -f" "$WORK/origin"
+n=$(dmesg | grep -c 'file system not frozen' || true)
+ID=$("$BIN" snapshot create --storage "$WORK/diff" --limit 64M "$A")
+IDS+=("$ID")
+bs snapshot take --id "$ID" >/dev/null || fail "the take failed on a file system that is shut down"
+[ "$(dmesg | grep -c 'file system not frozen' || true)" -gt "$n" ] ||
+	fail "the kernel log does not say the file system was not frozen"
+IMG=$(image_of "$A")
+wait_dev "$IMG"
+mount -o ro,noload "$IMG" "$WORK/img"
+files "$WORK/img" | diff - "$WORK/at-shutdown" || fail "the crash-consistent image lacks the files of the take"
+umount "$WORK/img"
+bs snapshot destroy --id "$ID" >/dev/null
+IDS=()
+umount "$WORK/origin"
 
 step "a full difference storage breaks the snapshot, never the origin"
 dd if=/dev/urandom of="$B" bs=1M count=32 oflag=direct status=none
