@@ -324,10 +324,6 @@ impl Cbt {
     /// or a write went past their end, this allocates the maps of a new generation, with the
     /// geometry that the parameters of the tracker choose for the capacity. Fails with `ENOMEM`
     /// if they cannot be allocated, with `EFBIG` if the capacity needs too many blocks.
-    #[cfg_attr(
-        not(CONFIG_BLKSNAP_KUNIT_TEST),
-        expect(dead_code, reason = "snapshots are not implemented yet")
-    )]
     pub(crate) fn prepare_take(&self, capacity_sectors: u64) -> Result<PreparedTake> {
         let (geometry, grown) = {
             let active = self.active.lock();
@@ -359,10 +355,6 @@ impl Cbt {
     /// frozen map shows every block changed with changes number 1, and the active map goes on
     /// with 2. A write past the end that comes after [`Cbt::prepare_take`] is answered by the
     /// next take.
-    #[cfg_attr(
-        not(CONFIG_BLKSNAP_KUNIT_TEST),
-        expect(dead_code, reason = "snapshots are not implemented yet")
-    )]
     pub(crate) fn take(&self, prepared: PreparedTake) -> bool {
         match prepared.resize {
             None => self.switch(prepared.generation),

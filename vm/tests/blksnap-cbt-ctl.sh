@@ -5,8 +5,8 @@
 # ioctls: the version of /dev/blksnap-control, attach, the cbtinfo, cbtmap
 # and cbtdirty commands and their errors (the v6 values: cbtmap returns 0,
 # cbtdirty refuses empty ranges and ranges past the end with EINVAL), the
-# commands not implemented yet, detach. The kernel command line sets the smallest tracking block to 4 KiB
-# (the default is 64 KiB), which cbtinfo must show.
+# an unknown command, detach. The kernel command line sets the smallest
+# tracking block to 4 KiB (the default is 64 KiB), which cbtinfo must show.
 set -euo pipefail
 fail() {
 	echo "FAIL: $*" >&2

@@ -12,11 +12,11 @@
 # any oops or WARN in the console).
 #
 # The readable CBT map is the copy frozen at the last snapshot take (see
-# docs/blksnap-tool.md and rust-blksnap/driver/cbt.rs). This kernel cannot
-# take a snapshot yet, so the marks that writes leave in the active map are
-# not visible from user space: the test checks that the readable map stays
-# all zeroes with changes number 0, as documented, and that the written
-# data is where it belongs.
+# docs/blksnap-tool.md and rust-blksnap/driver/cbt.rs). No snapshot is taken
+# here, so the marks that writes leave in the active map are not visible
+# from user space: the test checks that the readable map stays all zeroes
+# with changes number 0, as documented, and that the written data is where
+# it belongs (snapshot-subpage and cli-cbt read the marks after takes).
 set -euo pipefail
 . "$(dirname "$0")/lib/cbt.sh"
 
