@@ -126,7 +126,7 @@ suite)
 	--pristine) pristine=3 && shift ;;
 	--pristine=*) pristine=${1#--pristine=} && shift ;;
 	esac
-	args=("${1:-5}" "${2:-256}" full) timeout=3000 memory=3G
+	args=("${1:-5}" "${2:-256}" full) timeout=3000 memory=4G
 	;;
 smoke) args=(1 32 smoke) timeout=900 memory=2G ;;
 esac

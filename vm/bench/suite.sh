@@ -94,13 +94,19 @@ trap cleanup EXIT
 # dm ARGS...: dmsetup, its stderr (libdevmapper's complaint about the
 # missing SysV semaphores on every call) shown only when it fails. After a
 # create, waits for /dev/mapper/NAME: udev runs in the guest but dmsetup
-# cannot synchronise with it (no semaphores), so the node comes late.
+# cannot synchronise with it (no semaphores), so the node comes late. After a
+# create or a remove, waits for udev: a remove's event handled late took away
+# the node of the device created next under the same name (mount: "Can't
+# lookup blockdev").
 dm() {
 	local n=0
 	dmsetup "$@" 2>"$DMERR" || {
 		cat "$DMERR" >&2
 		return 1
 	}
+	case $1 in
+	create | remove) udevadm settle --timeout=10 2>/dev/null || true ;;
+	esac
 	[ "$1" = create ] || return 0
 	while [ ! -b "/dev/mapper/$2" ] && [ $n -lt 100 ]; do
 		sleep 0.05
@@ -135,9 +141,11 @@ COW=$(make_nullb sb-cow $((SIZE + 32)) 1)
 TDATA=$(make_nullb sb-tdata $((2 * SIZE + 64)) 1)
 TMETA=$(make_nullb sb-tmeta 64 1)
 EMETA=$(make_nullb sb-emeta 64 1)
-# 2 GiB: the storage file grows by steps of 1 GiB (diff_storage_minimum);
-# only what is written takes memory.
-FSDEV=$(make_nullb sb-fs 2048 1)
+# The storage file grows up to its limit (SIZE + 32 MiB). The device keeps
+# in memory every block ever written, and the files of successive runs may
+# land on other blocks: twice the limit and some room bound it (at 2 GiB it
+# filled the guest's memory over a full run and the OOM killer took fio).
+FSDEV=$(make_nullb sb-fs $((2 * SIZE + 256)) 1)
 SECTORS=$((SIZE * 2048))
 mount -t tmpfs -o size=$((SIZE + 64))M suite "$STORE"
 mkfs.ext4 -q -F -E lazy_itable_init=1,lazy_journal_init=1,nodiscard "$FSDEV"
