@@ -10,12 +10,14 @@
 # shellcheck disable=SC2034
 oops='^\[ *[0-9]+\.[0-9]+\] (Kernel panic|BUG: |Oops|WARNING: ([^ ]+:[0-9]+ at |at |CPU: |possible |inconsistent lock state|suspicious RCU usage)|general protection fault|UBSAN: |kernel BUG at|INFO: task .* blocked for more than)'
 
-# failed_while_booting LOG: whether the kernel reported a bug before the
-# guest wrapper started the script (its "guest: " line), or never got there.
+# failed_while_booting LOG [MARK]: whether the kernel reported a bug before
+# the first line that matches the extended regex MARK (by default the guest
+# wrapper's "guest: " line, which starts the script; vm/qemu.sh gives
+# KUnit's "KTAP version"), or never got there.
 failed_while_booting() {
 	local bug start
 	bug=$(grep -m1 -nE "$oops" "$1" | cut -d: -f1)
 	[ -n "$bug" ] || return 1
-	start=$(grep -m1 -n '^guest: ' "$1" | cut -d: -f1)
+	start=$(grep -m1 -nE "${2:-^guest: }" "$1" | cut -d: -f1)
 	[ -z "$start" ] || [ "$bug" -lt "$start" ]
 }

@@ -53,16 +53,8 @@ esac
 cmd+=(-nodefaults -nographic -no-reboot -vga none -serial stdio
 	-append "panic=-1 $append" "$@")
 
-# The kernel bug report pattern ($oops).
+# failed_while_booting.
 . "$(dirname "$0")/boot-check.sh"
-# failed_before_ktap LOG: whether a bug report comes before the first KTAP line.
-failed_before_ktap() {
-	local bug ktap
-	bug=$(grep -m1 -nE "$oops" "$1" | cut -d: -f1)
-	[ -n "$bug" ] || return 1
-	ktap=$(grep -m1 -n 'KTAP version' "$1" | cut -d: -f1)
-	[ -z "$ktap" ] || [ "$bug" -lt "$ktap" ]
-}
 
 log "qemu: $arch ($accel), timeout ${timeout}s, log $log"
 mkdir -p "$(dirname "$log")"
@@ -72,7 +64,7 @@ for attempt in 1 2 3; do
 	rc=$?
 	set -e
 	[ "$rc" -ne 137 ] || rc=124
-	if [ "$attempt" -lt 3 ] && [ "$rc" -ne 124 ] && failed_before_ktap "$log"; then
+	if [ "$attempt" -lt 3 ] && [ "$rc" -ne 124 ] && failed_while_booting "$log" 'KTAP version'; then
 		mv "$log" "$log.boot-failure"
 		log "qemu: the kernel failed while booting (log: $log.boot-failure); booting again"
 		continue
