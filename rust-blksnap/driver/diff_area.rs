@@ -11,7 +11,9 @@
 //!
 //! Reads of the snapshot image (see `image`) take each chunk from the difference storage, from
 //! the chunk's buffer, or from the origin. While an image read is served from the origin, writes
-//! to that chunk are held until it is done, so that the read sees the data of the snapshot.
+//! to that chunk are held until it is done, so that the read sees the data of the snapshot. A
+//! read none of whose chunks is preserved goes to the origin as a clone of the image's bio,
+//! without a copy and without waiting; the others are served chunk by chunk by a worker.
 //!
 //! When the snapshot cannot be kept (the storage is full or fails, memory runs out, the device
 //! goes away), the area is marked corrupted: held writes go on at once, buffers are freed, and
@@ -80,6 +82,35 @@ impl Inner {
         }
     }
 
+    /// Fails once the area is corrupted (`EIO`) or its snapshot is gone (`ENODEV`).
+    fn usable(&self) -> Result {
+        match self.error {
+            None => Ok(()),
+            Some(err) if err == ESHUTDOWN => Err(ENODEV),
+            Some(_) => Err(EIO),
+        }
+    }
+
+    /// Counts an image read from the origin of each chunk of `chunks`; on failure none is
+    /// counted.
+    fn add_readers(&mut self, chunks: Range<u64>) -> Result {
+        let new = chunks
+            .clone()
+            .filter(|&c| !self.readers.iter().any(|&(i, _)| i == c))
+            .count();
+        self.readers.reserve(new, GFP_ATOMIC)?;
+        for index in chunks {
+            match self.readers.iter_mut().find(|(i, _)| *i == index) {
+                Some((_, n)) => *n += 1,
+                None => self
+                    .readers
+                    .push_within_capacity((index, 1))
+                    .map_err(|_| ENOMEM)?,
+            }
+        }
+        Ok(())
+    }
+
     fn has_readers(&self, chunks: &Range<u64>) -> bool {
         self.readers.iter().any(|(i, _)| chunks.contains(i))
     }
@@ -96,6 +127,19 @@ impl Inner {
             .iter()
             .position(|w| self.may_write(&w.chunks))?;
         self.waiting.remove(pos).ok().map(|w| w.bio)
+    }
+}
+
+/// An image read sent to the origin as a clone ([`DiffArea::read_from_origin`]).
+struct OriginRead {
+    area: Arc<DiffArea>,
+    chunks: Range<u64>,
+}
+
+impl EndIo for OriginRead {
+    fn end_io(self, _status: Status) {
+        // The clone's status goes to the image's bio (`PendingBio::clone_to`).
+        self.area.origin_read_done(self.chunks);
     }
 }
 
@@ -392,9 +436,7 @@ impl DiffArea {
     /// What an image read of chunk `index` reads from.
     fn source(&self, index: u64) -> Result<Source> {
         let mut inner = self.inner.lock();
-        if let Some(err) = inner.error {
-            return Err(if err == ESHUTDOWN { ENODEV } else { EIO });
-        }
+        inner.usable()?;
         match inner.state(index) {
             State::Stored => {
                 let slot = inner.slot.get(index as usize).copied().ok_or(EIO)?;
@@ -407,23 +449,39 @@ impl DiffArea {
                 .map(|b| Source::Buffer(b.buf.clone()))
                 .ok_or(EIO),
             State::Untouched | State::Reading => {
-                match inner.readers.iter_mut().find(|(i, _)| *i == index) {
-                    Some((_, n)) => *n += 1,
-                    None => inner.readers.push((index, 1), GFP_ATOMIC)?,
-                }
+                inner.add_readers(index..index + 1)?;
                 Ok(Source::Origin)
             }
             State::Failed => Err(EIO),
         }
     }
 
-    /// An image read of chunk `index` from the origin is done.
-    fn read_done(&self, index: u64) {
+    /// Starts an image read of `chunks` straight from the origin if none of them is preserved
+    /// (or being preserved into a buffer): returns `Ok(true)`, and writes to them are held
+    /// until [`DiffArea::origin_read_done`]. Returns `Ok(false)` when some chunk must be read
+    /// from elsewhere.
+    fn start_origin_read(&self, chunks: &Range<u64>) -> Result<bool> {
         let mut inner = self.inner.lock();
-        if let Some(pos) = inner.readers.iter().position(|(i, _)| *i == index) {
-            inner.readers[pos].1 -= 1;
-            if inner.readers[pos].1 == 0 {
-                let _ = inner.readers.remove(pos);
+        inner.usable()?;
+        if !chunks
+            .clone()
+            .all(|i| matches!(inner.state(i), State::Untouched | State::Reading))
+        {
+            return Ok(false);
+        }
+        inner.add_readers(chunks.clone())?;
+        Ok(true)
+    }
+
+    /// An image read of `chunks` from the origin is done: the writes it held may go on.
+    fn origin_read_done(&self, chunks: Range<u64>) {
+        let mut inner = self.inner.lock();
+        for index in chunks {
+            if let Some(pos) = inner.readers.iter().position(|(i, _)| *i == index) {
+                inner.readers[pos].1 -= 1;
+                if inner.readers[pos].1 == 0 {
+                    let _ = inner.readers.remove(pos);
+                }
             }
         }
         drop(inner);
@@ -438,6 +496,50 @@ impl DiffArea {
             match next {
                 Some(bio) => pass_on(bio),
                 None => return,
+            }
+        }
+    }
+
+    /// Returns whether the origin takes the data segments of `bio` as they are: each starts and
+    /// ends on a logical block of the origin and on its DMA alignment. The image disk takes
+    /// segments aligned on 512 bytes only; the worker reads the others through its own pages.
+    fn origin_takes_segments_of(&self, bio: &mut PendingBio) -> bool {
+        let origin = self.origin();
+        let mask = (origin.logical_block_size() - 1) | origin.dma_alignment();
+        let mask = mask as usize;
+        bio.segments().all(|s| (s.offset() | s.len()) & mask == 0)
+    }
+
+    /// Serves an image read whose chunks are all still on the origin (none preserved) with a
+    /// clone of the bio sent to the origin, without waiting for it: the writes to those chunks
+    /// are held until the clone completes. Gives the bio back when it must be served chunk by
+    /// chunk ([`DiffArea::read_chunk`]), and ends it when the area cannot be read.
+    pub(crate) fn read_from_origin(self: &Arc<Self>, mut bio: PendingBio) -> Option<PendingBio> {
+        let chunks = self.geometry.chunks(bio.sector(), u64::from(bio.sectors()));
+        if chunks.is_empty() || !self.origin_takes_segments_of(&mut bio) {
+            return Some(bio);
+        }
+        match self.start_origin_read(&chunks) {
+            Ok(true) => {}
+            Ok(false) => return Some(bio),
+            Err(err) => {
+                bio.end(Status::from_error(err));
+                return None;
+            }
+        }
+        let read = OriginRead {
+            area: self.clone(),
+            chunks: chunks.clone(),
+        };
+        match bio.clone_to(&self.shared.bio_set, read, |r| r.area.origin(), GFP_NOIO) {
+            Ok(clone) => {
+                clone.submit();
+                None
+            }
+            // No memory for a clone now: the worker reads it chunk by chunk.
+            Err((_, bio)) => {
+                self.origin_read_done(chunks);
+                Some(bio)
             }
         }
     }
@@ -470,7 +572,7 @@ impl DiffArea {
                     tmp,
                     len,
                 );
-                self.read_done(index);
+                self.origin_read_done(index..index + 1);
                 Ok((ReadFrom::Tmp, result?))
             }
         }
@@ -650,7 +752,10 @@ mod tests {
             bio_disk::{BioDisk, BioDiskBuilder, Operations},
         },
         fs::{file_io::KernelFile, File},
-        sync::{ArcBorrow, Completion, Mutex},
+        sync::{
+            atomic::{Atomic, Relaxed},
+            ArcBorrow, Completion, Mutex,
+        },
     };
 
     /// Chunks of 4 KiB (8 sectors); the area covers 16 of them.
@@ -658,13 +763,17 @@ mod tests {
     const SECTORS: u64 = 16 * 8;
     /// Past the area, where the tests move data between buffers and memory.
     const SCRATCH: u64 = SECTORS;
-    const SCRATCH_CHUNKS: usize = 2;
+    const SCRATCH_CHUNKS: usize = 3;
 
-    /// A disk in memory that serves bios at once.
+    /// A disk in memory that serves bios at once. Like the memory backing of `null_blk`, it
+    /// takes only segments of whole logical blocks, and fails the others.
     #[pin_data]
     struct Ram {
         #[pin]
         data: Mutex<KVVec<u8>>,
+        block_size: usize,
+        /// How many read bios it served.
+        reads: Atomic<usize>,
     }
 
     impl Operations for Ram {
@@ -672,9 +781,16 @@ mod tests {
 
         fn submit_bio(ram: ArcBorrow<'_, Ram>, mut bio: PendingBio) {
             let write = bio.op().is_write();
+            if !write {
+                ram.reads.add(1, Relaxed);
+            }
             let mut data = ram.data.lock();
             let mut status = Status::OK;
             for mut seg in bio.segments() {
+                if (seg.offset() | seg.len()) % ram.block_size != 0 {
+                    status = Status::from_error(EIO);
+                    break;
+                }
                 let start = (seg.sector() << 9) as usize;
                 let Some(range) = data.get_mut(start..start + seg.len()) else {
                     status = Status::from_error(EIO);
@@ -703,9 +819,14 @@ mod tests {
     }
 
     impl Setup {
-        /// The origin, with byte `i` in chunk `i`, two scratch chunks past the area, and an
+        /// The origin, with byte `i` in chunk `i`, three scratch chunks past the area, and an
         /// area whose storage holds `storage_chunks` chunks.
         fn new(name: &str, storage_chunks: u64) -> Result<Self> {
+            Self::with_block_size(name, storage_chunks, 512)
+        }
+
+        /// As [`Setup::new`], with an origin of logical blocks of `block_size` bytes.
+        fn with_block_size(name: &str, storage_chunks: u64, block_size: u32) -> Result<Self> {
             let mut data = KVVec::new();
             for i in 0..SECTORS as usize / 8 + SCRATCH_CHUNKS {
                 for _ in 0..CHUNK {
@@ -714,18 +835,21 @@ mod tests {
             }
             let ram = Arc::pin_init(
                 pin_init!(Ram {
-                    data <- kernel::new_mutex!(data)
+                    data <- kernel::new_mutex!(data),
+                    block_size: block_size as usize,
+                    reads: Atomic::new(0),
                 }),
                 GFP_KERNEL,
             )?;
             let disk = BioDiskBuilder::new()
                 .capacity_sectors(SECTORS + 8 * SCRATCH_CHUNKS as u64)
+                .logical_block_size(block_size)?
                 .build::<Ram>(fmt!("blksnap_{name}"), ram.clone())?;
             let file = KernelFile::from_file(File::new_shmem(c"blksnap-kunit", 0)?);
             let storage = DiffStorage::from_file(file, storage_chunks * CHUNK as u64, CHUNK as u64);
             let shared = crate::snapshot::Shared::new(storage)?;
             let origin = BlockDeviceFile::open(disk.dev(), OpenMode::Read)?;
-            let geometry = Geometry::new(SECTORS, 512, &Params::new(12, 1 << 20, 12))?;
+            let geometry = Geometry::new(SECTORS, block_size, &Params::new(12, 1 << 20, 12))?;
             let area = DiffArea::new(origin, geometry, shared)?;
             Ok(Self {
                 area,
@@ -743,10 +867,19 @@ mod tests {
             Ok(())
         }
 
-        /// Returns the first `len` bytes of `buf`, through the scratch chunk.
+        /// Returns the first `len` bytes of `buf`, through the scratch chunks (whole chunks of
+        /// it are written there).
         fn bytes(&self, buf: Buffer, len: usize) -> Result<KVec<u8>> {
             let set = &self.area.shared.bio_set;
-            blkio::sync(set, self.area.clone(), Operation::Write, SCRATCH, buf, len)?;
+            let whole = len.next_multiple_of(CHUNK);
+            blkio::sync(
+                set,
+                self.area.clone(),
+                Operation::Write,
+                SCRATCH,
+                buf,
+                whole,
+            )?;
             let data = self.ram.data.lock();
             let start = SCRATCH as usize * 512;
             let mut out = KVec::new();
@@ -867,14 +1000,14 @@ mod tests {
         }
     }
 
-    /// A bio whose data starts 512 bytes into a page and crosses two chunk boundaries (one
-    /// segment in a 64 KiB page, two with 4 KiB pages), read from an image whose first chunk
-    /// follows the origin and whose second chunk was preserved and then overwritten.
-    #[test]
-    fn image_reads_into_a_segment_inside_a_page() -> Result {
-        let t = Setup::new("kunit_da_image", 4)?;
-        t.area.preserve(1)?;
-        t.overwrite(1, 0xee)?;
+    /// Reads `len` bytes at `sector` of an image of `t`'s area through its disk, into a buffer
+    /// whose data starts 512 bytes into a page, and returns them.
+    fn read_image(t: &Setup, sector: u64, len: usize) -> Result<KVec<u8>> {
+        read_image_at(t, sector, len, 512)
+    }
+
+    /// As [`read_image`], into a buffer whose data starts `at` bytes into a page.
+    fn read_image_at(t: &Setup, sector: u64, len: usize, at: usize) -> Result<KVec<u8>> {
         let disk = Arc::new(
             Image::create(t.area.clone(), t.area.shared.queue)?,
             GFP_KERNEL,
@@ -886,30 +1019,121 @@ mod tests {
             }),
             GFP_KERNEL,
         )?;
-        // The last 512 bytes of chunk 0, all of chunk 1, the first 512 bytes of chunk 2.
-        const LEN: usize = CHUNK + 1024;
         let io = ImageIo {
             disk: disk.clone(),
-            buf: Buffer::new(2 * CHUNK, GFP_KERNEL)?,
+            buf: Buffer::new(SCRATCH_CHUNKS * CHUNK, GFP_KERNEL)?,
             done: done.clone(),
         };
-        assert!(io.buf.pages().len() >= (512 + LEN).div_ceil(PAGE_SIZE));
+        let pages = (at + len).div_ceil(PAGE_SIZE);
+        if at >= PAGE_SIZE || at + len > SCRATCH_CHUNKS * CHUNK || pages > io.buf.pages().len() {
+            return Err(EINVAL);
+        }
         let set = &t.area.shared.bio_set;
-        let mut bio = NewBio::new(set, io, |d| d.disk.bdev(), Operation::Read, 2, GFP_KERNEL)?;
-        bio.set_sector(7);
-        let first = LEN.min(PAGE_SIZE - 512);
-        bio.add_page(|d| &d.buf.pages()[0], first as u32, 512)?;
-        if first < LEN {
-            bio.add_page(|d| &d.buf.pages()[1], (LEN - first) as u32, 0)?;
+        let nr_vecs = u16::try_from(pages)?;
+        let mut bio = NewBio::new(
+            set,
+            io,
+            |d| d.disk.bdev(),
+            Operation::Read,
+            nr_vecs,
+            GFP_KERNEL,
+        )?;
+        bio.set_sector(sector);
+        // `len` bytes from `at` in the first page, on from the start of the next ones.
+        let (mut offset, mut left) = (at, len);
+        for i in 0..pages {
+            let n = left.min(PAGE_SIZE - offset);
+            bio.add_page(|d| &d.buf.pages()[i], n as u32, offset as u32)?;
+            (offset, left) = (0, left - n);
         }
         bio.submit();
         done.done.wait_for_completion();
         let (status, buf) = done.result.lock().take().ok_or(EINVAL)?;
-        assert_eq!(status.to_result(), Ok(()));
-        let bytes = t.bytes(buf, 512 + LEN)?;
-        assert!(all(&bytes[512..1024], 0));
-        assert!(all(&bytes[1024..1024 + CHUNK], 1));
-        assert!(all(&bytes[1024 + CHUNK..], 2));
+        status.to_result()?;
+        let bytes = t.bytes(buf, at + len)?;
+        let mut out = KVec::new();
+        out.extend_from_slice(&bytes[at..], GFP_KERNEL)?;
+        Ok(out)
+    }
+
+    /// A bio whose data starts 512 bytes into a page and crosses two chunk boundaries (one
+    /// segment in a 64 KiB page, two with 4 KiB pages), read from an image whose first chunk
+    /// follows the origin and whose second chunk was preserved and then overwritten.
+    #[test]
+    fn image_reads_into_a_segment_inside_a_page() -> Result {
+        let t = Setup::new("kunit_da_image", 4)?;
+        t.area.preserve(1)?;
+        t.overwrite(1, 0xee)?;
+        // The last 512 bytes of chunk 0, all of chunk 1, the first 512 bytes of chunk 2.
+        let bytes = read_image(&t, 7, CHUNK + 1024)?;
+        assert!(all(&bytes[..512], 0));
+        assert!(all(&bytes[512..512 + CHUNK], 1));
+        assert!(all(&bytes[512 + CHUNK..], 2));
+        assert_eq!(t.area.inner.lock().readers.len(), 0);
+        Ok(())
+    }
+
+    /// A read of chunks none of which is preserved goes to the origin in one clone, and counts
+    /// as a reader of each chunk (which holds writes to it) until it completes.
+    #[test]
+    fn image_reads_of_untouched_chunks_go_to_the_origin() -> Result {
+        let t = Setup::new("kunit_da_origin", 4)?;
+        t.area.preserve(1)?;
+        assert_eq!(t.area.start_origin_read(&(0..3)), Ok(false));
+        assert_eq!(t.area.inner.lock().readers.len(), 0);
+        assert_eq!(t.area.start_origin_read(&(3..6)), Ok(true));
+        assert_eq!(t.area.start_origin_read(&(5..7)), Ok(true));
+        {
+            let inner = t.area.inner.lock();
+            assert!(inner.has_readers(&(3..4)));
+            assert!(inner.has_readers(&(6..7)));
+            assert!(!inner.has_readers(&(0..3)));
+            assert!(!inner.may_write(&(5..6)));
+        }
+        t.area.origin_read_done(3..6);
+        assert!(t.area.inner.lock().has_readers(&(5..6)));
+        t.area.origin_read_done(5..7);
+        assert_eq!(t.area.inner.lock().readers.len(), 0);
+
+        // Through the disk: the last 512 bytes of chunk 3, chunk 4, the first 512 of chunk 5.
+        let bytes = read_image(&t, 4 * 8 - 1, CHUNK + 1024)?;
+        assert!(all(&bytes[..512], 3));
+        assert!(all(&bytes[512..512 + CHUNK], 4));
+        assert!(all(&bytes[512 + CHUNK..], 5));
+        assert_eq!(t.area.inner.lock().readers.len(), 0);
+        assert_eq!(t.area.counts(), [15, 0, 0, 1, 0]);
+
+        // A corrupted area fails the read instead of reading the origin.
+        t.area.fail(EIO);
+        assert_eq!(t.area.start_origin_read(&(3..6)), Err(EIO));
+        assert_eq!(read_image(&t, 4 * 8, 512).err(), Some(EIO));
+        Ok(())
+    }
+
+    /// On an origin of 4 KiB logical blocks, an image read into segments that do not hold whole
+    /// blocks (the image disk takes any 512-byte alignment) is not cloned to the origin, which
+    /// would fail it or read the wrong bytes: the worker reads it through its own pages. A read
+    /// of whole blocks goes to the origin in one bio.
+    #[test]
+    fn image_reads_of_part_blocks_are_not_cloned() -> Result {
+        let t = Setup::with_block_size("kunit_da_4k", 4, 4096)?;
+        let reads = || t.ram.reads.load(Relaxed);
+
+        let before = reads();
+        let bytes = read_image_at(&t, 3 * 8, 2 * CHUNK, 512)?;
+        assert!(all(&bytes[..CHUNK], 3));
+        assert!(all(&bytes[CHUNK..], 4));
+        // One read of each chunk into the worker's pages.
+        assert_eq!(reads() - before, 2);
+        assert_eq!(t.area.inner.lock().readers.len(), 0);
+
+        let before = reads();
+        let bytes = read_image_at(&t, 5 * 8, 2 * CHUNK, 0)?;
+        assert!(all(&bytes[..CHUNK], 5));
+        assert!(all(&bytes[CHUNK..], 6));
+        assert_eq!(reads() - before, 1);
+        assert_eq!(t.area.inner.lock().readers.len(), 0);
+        assert_eq!(t.area.counts(), [16, 0, 0, 0, 0]);
         Ok(())
     }
 }

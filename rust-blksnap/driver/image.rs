@@ -3,7 +3,8 @@
 //! Snapshot images: one bio-based disk per device of a taken snapshot, named
 //! `blksnap-image_MAJ:MIN` after its origin, that shows the device as it was at the take.
 //!
-//! Bios are served by a worker, which may sleep: each chunk a bio touches is read from the
+//! A read of chunks that are all still on the origin goes there as a clone of the bio. Other bios
+//! are served by a worker, which may sleep: each chunk a bio touches is read from the
 //! difference storage, from the chunk's buffer, or from the origin (see `diff_area`). Writes are
 //! allowed and never reach the origin: the chunk is preserved first, and the data is written to
 //! its place in the difference storage.
@@ -130,6 +131,15 @@ impl Operations for Image {
     type QueueData = Arc<Image>;
 
     fn submit_bio(image: ArcBorrow<'_, Image>, bio: PendingBio) {
+        // A read of chunks that are all still on the origin needs neither the worker nor a copy.
+        let bio = if bio.op() == Operation::Read {
+            match image.area.read_from_origin(bio) {
+                Some(bio) => bio,
+                None => return,
+            }
+        } else {
+            bio
+        };
         let mut pending = image.pending.lock();
         let pushed = match pending.reserve(1, GFP_ATOMIC) {
             Ok(()) => pending.push_within_capacity(bio).map_err(|e| e.0),

@@ -14,6 +14,12 @@ rust_helper_bdev_logical_block_size(struct block_device *bdev)
 	return bdev_logical_block_size(bdev);
 }
 
+__rust_helper unsigned int
+rust_helper_bdev_dma_alignment(struct block_device *bdev)
+{
+	return bdev_dma_alignment(bdev);
+}
+
 __rust_helper bool rust_helper_bdev_read_only(struct block_device *bdev)
 {
 	return bdev_read_only(bdev);

@@ -179,6 +179,14 @@ impl BlockDevice {
         unsafe { bindings::bdev_logical_block_size(self.as_raw()) }
     }
 
+    /// Returns the alignment mask the device requires of the memory of each data segment
+    /// (`bdev_dma_alignment()`): a segment's offset in its page and its length must have none
+    /// of these bits set.
+    pub fn dma_alignment(&self) -> u32 {
+        // SAFETY: By the type invariant the device is valid, and so is its queue.
+        unsafe { bindings::bdev_dma_alignment(self.as_raw()) }
+    }
+
     /// Returns whether the device is read-only (`bdev_read_only()`).
     ///
     /// This is the current policy of the device or its disk, which may change at any time

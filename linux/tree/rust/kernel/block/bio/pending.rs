@@ -212,6 +212,11 @@ impl Segment<'_> {
         self.len
     }
 
+    /// Returns the offset in its page where the segment starts.
+    pub fn offset(&self) -> usize {
+        self.offset
+    }
+
     /// Returns whether the segment is empty.
     pub fn is_empty(&self) -> bool {
         self.len == 0
