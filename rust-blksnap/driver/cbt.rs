@@ -155,6 +155,10 @@ struct Active {
     generation: Generation,
     /// A write reached past the capacity of the geometry: the device grew.
     grown: bool,
+    /// Writes are copied on write (a snapshot of the device is taken). Set by the take that
+    /// switches the map, under the same lock: a write is copied on write exactly when it is
+    /// counted after the take.
+    cow: bool,
 }
 
 /// The map as frozen by the last take; the one user space reads.
@@ -239,6 +243,7 @@ impl Cbt {
                 number: 1,
                 generation,
                 grown: false,
+                cow: false,
             }),
             frozen <- new_mutex!(Frozen {
                 geometry,
@@ -266,13 +271,20 @@ impl Cbt {
     /// the I/O: a range that goes past the capacity of the maps means that the device grew, and
     /// makes the next take start a new generation.
     ///
+    /// Returns whether the write must be copied on write: whether a take turned copy-on-write
+    /// on before it was marked (see [`Cbt::take`]). Deciding both under one lock is what keeps
+    /// the change map and the snapshot in step: a write counted in a take's map is never copied
+    /// on write for that take (its image would keep the old data while the map says the take has
+    /// the new), and a write counted after it always is.
+    ///
     /// Called for every write; never sleeps. It takes the lock of the active map even when every
     /// block of the range holds the current number already: checking that without the lock would
     /// read a map that a take starting a new generation may free meanwhile, which needs an
     /// RCU-protected pointer to the map.
-    pub(crate) fn mark(&self, sector: u64, count: u64) {
+    #[must_use]
+    pub(crate) fn mark(&self, sector: u64, count: u64) -> bool {
         if count == 0 {
-            return;
+            return false;
         }
         let mut active = self.active.lock();
         let geometry = active.geometry;
@@ -285,6 +297,7 @@ impl Cbt {
         {
             bytes.fill(number);
         }
+        let cow = active.cow;
         drop(active);
         if grew {
             pr_info!(
@@ -293,6 +306,12 @@ impl Cbt {
                 geometry.capacity_sectors()
             );
         }
+        cow
+    }
+
+    /// Turns copy-on-write off: the writes marked from now on are not copied.
+    pub(crate) fn end_cow(&self) {
+        self.active.lock().cow = false;
     }
 
     /// Marks the blocks that the `count` sectors from `sector` touch as changed, in the active
@@ -347,7 +366,8 @@ impl Cbt {
     }
 
     /// Takes a snapshot of the map: freezes a copy of the active map and starts a new changes
-    /// number. Never allocates, never fails.
+    /// number; with `cow`, turns copy-on-write on in the same step (see [`Cbt::mark`]). Never
+    /// allocates, never fails.
     ///
     /// Returns whether a new generation began. After the take with changes number 255 the
     /// active map is cleared and numbering starts again from 1 in a new generation. With maps
@@ -355,21 +375,23 @@ impl Cbt {
     /// frozen map shows every block changed with changes number 1, and the active map goes on
     /// with 2. A write past the end that comes after [`Cbt::prepare_take`] is answered by the
     /// next take.
-    pub(crate) fn take(&self, prepared: PreparedTake) -> bool {
+    pub(crate) fn take(&self, prepared: PreparedTake, cow: bool) -> bool {
         match prepared.resize {
-            None => self.switch(prepared.generation),
+            None => self.switch(prepared.generation, cow),
             Some(resize) => {
-                self.restart(resize, prepared.generation);
+                self.restart(resize, prepared.generation, cow);
                 true
             }
         }
     }
 
     /// Freezes a copy of the active map and starts a new changes number, or a new generation
-    /// `next` after 255. Returns whether a new generation began.
-    fn switch(&self, next: Generation) -> bool {
+    /// `next` after 255, and turns copy-on-write on or off (`cow`). Returns whether a new
+    /// generation began.
+    fn switch(&self, next: Generation, cow: bool) -> bool {
         let mut frozen = self.frozen.lock();
         let mut active = self.active.lock();
+        active.cow = cow;
         // Both maps have the size of the geometry; a zipped copy cannot panic.
         for (to, from) in frozen.map.iter_mut().zip(active.map.iter()) {
             *to = *from;
@@ -387,8 +409,9 @@ impl Cbt {
         }
     }
 
-    /// Starts the generation `next` with the maps of `resize`.
-    fn restart(&self, resize: Resize, next: Generation) {
+    /// Starts the generation `next` with the maps of `resize`, and turns copy-on-write on or off
+    /// (`cow`).
+    fn restart(&self, resize: Resize, next: Generation, cow: bool) {
         let Resize {
             geometry,
             active: active_map,
@@ -404,6 +427,7 @@ impl Cbt {
         active.number = 2;
         active.generation = next;
         active.grown = false;
+        active.cow = cow;
         let old_frozen = mem::replace(&mut frozen.map, frozen_map);
         frozen.geometry = geometry;
         frozen.number = 1;
@@ -477,7 +501,7 @@ mod tests {
         if prepared.resize.is_some() {
             return Err(EINVAL);
         }
-        Ok(cbt.take(prepared))
+        Ok(cbt.take(prepared, false))
     }
 
     /// Reads the whole frozen map.
@@ -560,16 +584,16 @@ mod tests {
         let cbt = tracker(61, &p)?;
         assert_eq!(cbt.info().geometry.block_count(), 8);
         // Straddles blocks 1 and 2.
-        cbt.mark(15, 2);
+        let _ = cbt.mark(15, 2);
         // The last sector, in the last, partial block.
-        cbt.mark(60, 1);
+        let _ = cbt.mark(60, 1);
         // Empty.
-        cbt.mark(0, 0);
+        let _ = cbt.mark(0, 0);
         assert_eq!(frozen_map(&cbt)?.as_slice(), &[0u8; 8]);
         assert!(!take(&cbt)?);
         assert_eq!(frozen_map(&cbt)?.as_slice(), &[0, 1, 1, 0, 0, 0, 0, 1]);
         // The whole device.
-        cbt.mark(0, 61);
+        let _ = cbt.mark(0, 61);
         assert!(!take(&cbt)?);
         assert_eq!(frozen_map(&cbt)?.as_slice(), &[2u8; 8]);
         Ok(())
@@ -581,9 +605,9 @@ mod tests {
         let cbt = tracker(64, &p)?;
         let start = cbt.info();
         assert_eq!(start.changes_number, 0);
-        cbt.mark(0, 1);
+        let _ = cbt.mark(0, 1);
         take(&cbt)?;
-        cbt.mark(8, 1);
+        let _ = cbt.mark(8, 1);
         take(&cbt)?;
         let info = cbt.info();
         assert_eq!(info.changes_number, 2);
@@ -597,12 +621,12 @@ mod tests {
         let p = Params::new(12, 1024, 12);
         let cbt = tracker(64, &p)?;
         let first = cbt.info().generation;
-        cbt.mark(0, 1);
+        let _ = cbt.mark(0, 1);
         // Snapshots 1 to 254 stay in the first generation.
         for _ in 0..254 {
             assert!(!take(&cbt)?);
         }
-        cbt.mark(8, 1);
+        let _ = cbt.mark(8, 1);
         // Snapshot 255 is still in it, but the changes number cannot go on from there.
         assert!(take(&cbt)?);
         let info = cbt.info();
@@ -610,14 +634,14 @@ mod tests {
         assert_eq!(info.generation, first);
         assert_eq!(frozen_map(&cbt)?.as_slice(), &[1, 255, 0, 0, 0, 0, 0, 0]);
         // A new generation, its map cleared, numbered from 1 again.
-        cbt.mark(16, 1);
+        let _ = cbt.mark(16, 1);
         assert!(!take(&cbt)?);
         let info = cbt.info();
         let second = info.generation;
         assert_eq!(info.changes_number, 1);
         assert!(second != first);
         assert_eq!(frozen_map(&cbt)?.as_slice(), &[0, 0, 1, 0, 0, 0, 0, 0]);
-        cbt.mark(24, 1);
+        let _ = cbt.mark(24, 1);
         assert!(!take(&cbt)?);
         assert_eq!(cbt.info().changes_number, 2);
         assert_eq!(cbt.info().generation, second);
@@ -670,7 +694,7 @@ mod tests {
         // 1000 blocks of one sector each.
         let cbt = tracker(1000, &p)?;
         for block in (0..1000).step_by(3) {
-            cbt.mark(block, 1);
+            let _ = cbt.mark(block, 1);
         }
         take(&cbt)?;
         let mut got = KVec::new();
@@ -700,7 +724,7 @@ mod tests {
     fn map_reads_before_any_snapshot_are_zeroes() -> Result {
         let p = Params::new(9, 1 << 20, 9);
         let cbt = tracker(700, &p)?;
-        cbt.mark(0, 700);
+        let _ = cbt.mark(0, 700);
         let map = frozen_map(&cbt)?;
         assert_eq!(map.len(), 700);
         assert!(map.iter().all(|&b| b == 0));
@@ -712,11 +736,11 @@ mod tests {
         let p = Params::new(9, 1 << 20, 9);
         let cbt = tracker(700, &p)?;
         assert_eq!(cbt.memory(), 1400);
-        cbt.mark(0, 700);
+        let _ = cbt.mark(0, 700);
         // A take at the same capacity needs no memory.
         let prepared = cbt.prepare_take(700)?;
         assert!(prepared.resize.is_none());
-        assert!(!cbt.take(prepared));
+        assert!(!cbt.take(prepared, false));
         assert_eq!(cbt.memory(), 1400);
         assert!(frozen_map(&cbt)?.iter().all(|&b| b == 1));
         // Nor does the one that wraps the changes number around.
@@ -734,14 +758,14 @@ mod tests {
         let p = Params::new(12, 1024, 12);
         let cbt = tracker(64, &p)?;
         let first = cbt.info();
-        cbt.mark(0, 1);
+        let _ = cbt.mark(0, 1);
         let prepared = cbt.prepare_take(64)?;
         // Preparing changes nothing that user space sees, and writes still count.
-        cbt.mark(8, 1);
+        let _ = cbt.mark(8, 1);
         let info = cbt.info();
         assert_eq!(info.changes_number, 0);
         assert_eq!(info.generation, first.generation);
-        assert!(!cbt.take(prepared));
+        assert!(!cbt.take(prepared, false));
         assert_eq!(cbt.info().changes_number, 1);
         assert_eq!(cbt.info().generation, first.generation);
         assert_eq!(frozen_map(&cbt)?.as_slice(), &[1, 1, 0, 0, 0, 0, 0, 0]);
@@ -757,18 +781,18 @@ mod tests {
     fn growth_starts_a_new_generation_at_the_new_size() -> Result {
         let p = Params::new(12, 1024, 12);
         let cbt = tracker(64, &p)?;
-        cbt.mark(0, 1);
+        let _ = cbt.mark(0, 1);
         assert!(!take(&cbt)?);
         let first = cbt.info();
         // The device grew to 100 sectors; a write reaches into the new part. The part that the
         // maps cover is marked as usual.
-        cbt.mark(60, 40);
+        let _ = cbt.mark(60, 40);
         let prepared = cbt.prepare_take(100)?;
         assert!(prepared.resize.is_some());
         // Until the take, user space sees the old map.
         assert_eq!(cbt.info().generation, first.generation);
         assert_eq!(cbt.info().geometry.capacity_sectors(), 64);
-        assert!(cbt.take(prepared));
+        assert!(cbt.take(prepared, false));
         // A new generation at the new size, every block changed: clients make a full backup.
         let info = cbt.info();
         assert!(info.generation != first.generation);
@@ -780,7 +804,7 @@ mod tests {
         assert_eq!(frozen_map(&cbt)?.as_slice(), &[1u8; 13]);
         assert_eq!(cbt.memory(), 26);
         // Tracking goes on in the new generation, over the whole device.
-        cbt.mark(96, 4);
+        let _ = cbt.mark(96, 4);
         assert!(!take(&cbt)?);
         let next = cbt.info();
         assert_eq!(next.generation, info.generation);
@@ -798,7 +822,7 @@ mod tests {
         let first = cbt.info().generation;
         // The device shrank, and nothing was written: the maps are resized all the same.
         let prepared = cbt.prepare_take(32)?;
-        assert!(cbt.take(prepared));
+        assert!(cbt.take(prepared, false));
         let info = cbt.info();
         assert!(info.generation != first);
         assert_eq!(info.geometry.capacity_sectors(), 32);
@@ -817,10 +841,10 @@ mod tests {
         let first = cbt.info().generation;
         // The device grew and shrank back before the take: the capacity looks unchanged, but
         // the maps missed a write.
-        cbt.mark(u64::MAX - 1, 2);
+        let _ = cbt.mark(u64::MAX - 1, 2);
         let prepared = cbt.prepare_take(64)?;
         assert!(prepared.resize.is_some());
-        assert!(cbt.take(prepared));
+        assert!(cbt.take(prepared, false));
         let info = cbt.info();
         assert!(info.generation != first);
         assert_eq!(info.changes_number, 1);
@@ -838,14 +862,14 @@ mod tests {
         let first = cbt.info().generation;
         let prepared = cbt.prepare_take(64)?;
         // The device grows between the preparation and the take, which has no memory for it.
-        cbt.mark(64, 8);
-        assert!(!cbt.take(prepared));
+        let _ = cbt.mark(64, 8);
+        assert!(!cbt.take(prepared, false));
         assert_eq!(cbt.info().generation, first);
         assert_eq!(cbt.info().geometry.capacity_sectors(), 64);
         // The next take does it.
         let prepared = cbt.prepare_take(72)?;
         assert!(prepared.resize.is_some());
-        assert!(cbt.take(prepared));
+        assert!(cbt.take(prepared, false));
         assert!(cbt.info().generation != first);
         assert_eq!(cbt.info().geometry.block_count(), 9);
         Ok(())
@@ -856,7 +880,7 @@ mod tests {
         // Blocks of one sector, however many.
         let p = Params::new(9, 1, 9);
         let cbt = tracker(64, &p)?;
-        cbt.mark(0, 1);
+        let _ = cbt.mark(0, 1);
         let before = cbt.info();
         // A map beyond u32::MAX blocks is refused rather than allocated.
         assert_eq!(cbt.prepare_take(1u64 << 40).err(), Some(EFBIG));
@@ -866,6 +890,32 @@ mod tests {
         assert_eq!(cbt.memory(), 128);
         assert!(!take(&cbt)?);
         assert_eq!(frozen_map(&cbt)?.first(), Some(&1));
+        Ok(())
+    }
+
+    /// A write is copied on write exactly when it is counted after a take that turned
+    /// copy-on-write on: `mark` decides both under one lock, with a take of the same map or of a
+    /// new generation, and after copy-on-write is turned off.
+    #[test]
+    fn writes_are_copied_on_write_exactly_when_counted_after_the_take() -> Result {
+        let p = Params::new(12, 1024, 12);
+        let cbt = tracker(64, &p)?;
+        // Before the take: counted in it, not copied.
+        assert!(!cbt.mark(0, 1));
+        assert!(!cbt.take(cbt.prepare_take(64)?, true));
+        assert_eq!(frozen_map(&cbt)?.first(), Some(&1));
+        assert_eq!(cbt.info().changes_number, 1);
+        // After it: counted after it (number 2, not in the frozen map), copied.
+        assert!(cbt.mark(8, 1));
+        assert_eq!(frozen_map(&cbt)?.get(1), Some(&0));
+        cbt.end_cow();
+        assert!(!cbt.mark(16, 1));
+        // A take that starts a new generation for a new size turns it on as well.
+        assert!(cbt.take(cbt.prepare_take(72)?, true));
+        assert!(cbt.mark(64, 8));
+        // A take without a snapshot leaves it off.
+        assert!(!cbt.take(cbt.prepare_take(72)?, false));
+        assert!(!cbt.mark(0, 1));
         Ok(())
     }
 }

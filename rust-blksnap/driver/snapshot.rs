@@ -246,9 +246,11 @@ impl Snapshot {
             }
         }
         let held = Instant::<Monotonic>::now();
+        // Each change map is switched with copy-on-write turned on in one step: a write is
+        // copied exactly when it is counted after the take (`Cbt::mark`).
         for ((link, area), cbt) in links.iter().zip(areas.iter()).zip(prepared) {
-            let _ = link.cbt().take(cbt);
             link.set_cow(Some(area.clone()));
+            let _ = link.cbt().take(cbt, true);
         }
         filter::fence();
         let switched = held.elapsed();
@@ -277,6 +279,7 @@ impl Snapshot {
         }
         state.destroyed = true;
         for member in state.members.iter() {
+            member.link.cbt().end_cow();
             member.link.set_cow(None);
         }
         // No write is on its way through copy-on-write of this snapshot after this.

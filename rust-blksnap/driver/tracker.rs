@@ -19,7 +19,7 @@ use kernel::{
     new_mutex, new_spinlock,
     prelude::*,
     sync::{
-        atomic::{Acquire, Atomic, Relaxed, Release},
+        atomic::{Acquire, Atomic, Release},
         Arc, Mutex, SpinLock,
     },
     uaccess::UserSlice,
@@ -43,8 +43,8 @@ pub(crate) struct Link {
     refuse: Option<&'static str>,
     #[pin]
     cbt: Cbt,
-    /// Whether `cow` may be set: the I/O path looks at the lock only then.
-    cow_on: Atomic<bool>,
+    /// The area that copy-on-write uses once the change tracker turns it on ([`Cbt::take`]); the
+    /// I/O path looks at the lock only then.
     #[pin]
     cow: SpinLock<Option<Arc<DiffArea>>>,
     detached: Atomic<bool>,
@@ -78,11 +78,11 @@ impl Link {
         self.detached.load(Acquire)
     }
 
-    /// Turns copy-on-write on for `area`, or off.
+    /// Sets the area that copy-on-write uses, or clears it. Copy-on-write itself is turned on by
+    /// the take of the change tracker ([`Cbt::take`]) and off by [`Cbt::end_cow`]: set the area
+    /// before the one, clear it after the other.
     pub(crate) fn set_cow(&self, area: Option<Arc<DiffArea>>) {
-        let on = area.is_some();
         let old = core::mem::replace(&mut *self.cow.lock(), area);
-        self.cow_on.store(on, Release);
         // Not the last reference: the snapshot holds the area too.
         drop(old);
     }
@@ -316,7 +316,6 @@ impl Filter for Tracker {
                     disk: bdev.whole().dev(),
                     refuse,
                     cbt <- cbt,
-                    cow_on: Atomic::new(false),
                     cow <- new_spinlock!(None),
                     detached: Atomic::new(false),
                     member <- new_mutex!(Membership {
@@ -357,8 +356,7 @@ impl Filter for Tracker {
         let Some((sector, count)) = changed else {
             return;
         };
-        link.cbt.mark(sector, count);
-        if link.cow_on.load(Acquire) {
+        if link.cbt.mark(sector, count) {
             let area = link.cow.lock().clone();
             if let Some(area) = area {
                 area.cow(bio);
@@ -373,8 +371,8 @@ impl PinnedDrop for Tracker {
         let link = &self.link;
         link.detached.store(true, Release);
         // A snapshot that holds the device cannot be kept without its filter.
+        link.cbt.end_cow();
         let area = link.cow.lock().take();
-        link.cow_on.store(false, Relaxed);
         if let Some(area) = area {
             area.fail(ENODEV);
         }
@@ -625,7 +623,7 @@ mod tests {
         let tracker = reg.lock(bdev).ok_or(ENOENT)?;
         let cbt = tracker.inner.cbt();
         let prepared = cbt.prepare_take(bdev.nr_sectors())?;
-        cbt.take(prepared);
+        cbt.take(prepared, false);
         let info = cbt.info();
         let mut map = KVec::new();
         cbt.read_map(0, u32::MAX, &mut |piece| {
@@ -661,6 +659,42 @@ mod tests {
     fn smallest_block() -> Result<u64> {
         let geometry = Geometry::new(1, &crate::tracking_params())?;
         Ok(u64::from(geometry.block_size()) >> SECTOR_SHIFT)
+    }
+
+    /// A write that the hook marks before a take is counted in the take's map and not copied on
+    /// write; one marked after it is copied. The take as `snapshot.rs` does it: the area set,
+    /// then the map switched with copy-on-write turned on. (Before, the hook marked the write,
+    /// then looked at a flag that the take set after the switch: a take between the two copied a
+    /// write counted in its own map, whose image then kept the old data while the map said that
+    /// the take had the new.)
+    #[test]
+    fn a_write_counted_in_the_take_is_not_copied_on_write() -> Result {
+        let block = smallest_block()?;
+        let (_null, disk) = null_disk("kunit_cbt_race", 16 * block)?;
+        let reg = register()?;
+        filter::attach(disk.bdev(), TestTracker::NAME)?;
+        let result = (|| -> Result<(bool, bool, u8, u8)> {
+            let tracker = reg.lock(disk.bdev()).ok_or(ENOENT)?;
+            let link = &tracker.inner.link;
+            let before = link.cbt.mark(0, 1);
+            let prepared = link.cbt.prepare_take(disk.bdev().nr_sectors())?;
+            link.cbt.take(prepared, true);
+            let after = link.cbt.mark(block, 1);
+            link.cbt.end_cow();
+            let number = link.cbt.info().changes_number;
+            let mut byte = None;
+            link.cbt.read_map(0, 1, &mut |piece| {
+                byte = piece.first().copied();
+                Ok(())
+            })?;
+            Ok((before, after, byte.ok_or(EIO)?, number))
+        })();
+        filter::detach(disk.bdev(), TestTracker::NAME)?;
+        let (before, after, byte, number) = result?;
+        assert_eq!(byte, number);
+        assert!(!before);
+        assert!(after);
+        Ok(())
     }
 
     #[test]
