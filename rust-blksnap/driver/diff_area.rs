@@ -65,6 +65,9 @@ struct Inner {
     to_store: KVec<u64>,
     readers: KVec<(u64, u32)>,
     waiting: KVec<Waiter>,
+    /// While the take drains the origin ([`DiffArea::hold_reads`]): the chunks whose reads of
+    /// old data copy-on-write has yet to start.
+    held_reads: Option<KVec<u64>>,
     /// The error that corrupted the area, or `ESHUTDOWN` once the snapshot is gone.
     error: Option<Error>,
 }
@@ -196,6 +199,7 @@ impl DiffArea {
                     to_store: KVec::new(),
                     readers: KVec::new(),
                     waiting: KVec::new(),
+                    held_reads: None,
                     error: None,
                 }),
                 changed <- new_condvar!(),
@@ -218,6 +222,32 @@ impl DiffArea {
     /// Returns the origin device.
     pub(crate) fn origin(&self) -> &BlockDevice {
         self.origin.bdev()
+    }
+
+    /// Holds back the reads of old data that copy-on-write starts, until [`Self::release_reads`].
+    ///
+    /// The take calls it before it turns copy-on-write on, and releases the reads once the writes
+    /// that passed before are drained from the origin: a read of old data must not race with such
+    /// a write to the same chunk, or the copy could miss a write that the take's change map
+    /// counts. The writes copy-on-write takes over wait meanwhile, as they would for the reads.
+    pub(crate) fn hold_reads(&self) {
+        let mut inner = self.inner.lock();
+        if inner.held_reads.is_none() {
+            inner.held_reads = Some(KVec::new());
+        }
+    }
+
+    /// Starts the reads of old data held back since [`Self::hold_reads`].
+    pub(crate) fn release_reads(self: &Arc<Self>) {
+        let held = {
+            let mut inner = self.inner.lock();
+            let held = inner.held_reads.take();
+            // A corrupted area reads nothing more.
+            held.filter(|_| inner.error.is_none())
+        };
+        for index in held.into_iter().flatten() {
+            self.start_read(index);
+        }
     }
 
     /// Returns the error that corrupted the area, if any.
@@ -282,6 +312,14 @@ impl DiffArea {
             drop(inner);
             pass_on(err.0.bio);
             self.fail(ENOMEM);
+            return;
+        }
+        if let Some(held) = inner.held_reads.as_mut() {
+            // The take is draining the origin: the reads start once it is done.
+            if held.extend_from_slice(&to_read, GFP_ATOMIC).is_err() {
+                drop(inner);
+                self.fail(ENOMEM);
+            }
             return;
         }
         drop(inner);

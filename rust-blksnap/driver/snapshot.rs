@@ -7,7 +7,8 @@
 //! device whose change tracker is attached), and it is taken once: the file systems on its
 //! devices are frozen, then for every device the change map is switched and copy-on-write turned
 //! on, the filter is fenced so that no write that saw copy-on-write off is still on its way
-//! through it, and the file systems are thawed. The image disks appear then. Destroying the
+//! through it, the devices are drained so that every write counted before the take has
+//! completed before copy-on-write reads old data, and the file systems are thawed. The image disks appear then. Destroying the
 //! snapshot removes the images, lets copy-on-write go, and releases the storage; change tracking
 //! goes on.
 
@@ -225,8 +226,11 @@ impl Snapshot {
             )?;
         }
         let mut images = KVec::with_capacity(links.len(), GFP_KERNEL)?;
+        for area in areas.iter() {
+            area.hold_reads();
+        }
 
-        // Freeze, switch, fence, thaw.
+        // Freeze, switch, fence, drain, thaw.
         let start = Instant::<Monotonic>::now();
         let mut frozen: KVec<FreezeGuard<'_>> = KVec::with_capacity(areas.len(), GFP_KERNEL)?;
         for area in areas.iter() {
@@ -253,6 +257,29 @@ impl Snapshot {
             let _ = link.cbt().take(cbt, true);
         }
         filter::fence();
+        // A write counted before the switch may still be on its way to a device: the image must
+        // have it, as the take's map counts it. Copy-on-write holds back its reads of old data
+        // (and so the writes it takes over) until the devices are drained.
+        for (link, area) in links.iter().zip(areas.iter()) {
+            let origin = area.origin();
+            if let Err(err) = filter::drain(origin, DRAIN_TIMEOUT_MS) {
+                // Rare (a device whose writes hang, a bio-based one that never stops writing):
+                // whatever the image got of those writes, this take's map and the next one count
+                // the whole device, so that no backup of the chain misses them.
+                pr_warn!(
+                    "snapshot {:?}: {}: writes still in flight after {} ms (error {}); this take's \
+                     change map and the next count every block\n",
+                    Id(&self.shared.id),
+                    area.dev(),
+                    DRAIN_TIMEOUT_MS,
+                    err.to_errno()
+                );
+                let _ = link.cbt().mark_dirty(0, origin.nr_sectors());
+            }
+        }
+        for area in areas.iter() {
+            area.release_reads();
+        }
         let switched = held.elapsed();
         drop(frozen);
         pr_info!(
@@ -311,6 +338,9 @@ impl Snapshot {
         );
     }
 }
+
+/// How long a take waits for the writes in flight on each device ([`filter::drain`]).
+const DRAIN_TIMEOUT_MS: u32 = 5000;
 
 /// A snapshot id, printed as a UUID.
 struct Id<'a>(&'a Uuid);

@@ -74,6 +74,7 @@
 #include <linux/blk-mq.h>
 #include <linux/blkdev.h>
 #include <linux/capability.h>
+#include <linux/delay.h>
 #include <linux/jump_label.h>
 #include <linux/list.h>
 #include <linux/module.h>
@@ -237,7 +238,7 @@ static int blkfilter_can_attach(struct block_device *bdev,
  *
  * It does not wait for the bios that such a call let go on to the device
  * (returned false for) to reach the device or to complete; a filter that
- * needs that must drain the device as well. It must not be called from
+ * needs that drains the device as well (blkfilter_drain()). It must not be called from
  * @ops->submit_bio, which would wait for itself.
  */
 void blkfilter_fence(void)
@@ -245,6 +246,62 @@ void blkfilter_fence(void)
 	synchronize_srcu(&blkfilter_srcu);
 }
 EXPORT_SYMBOL_GPL(blkfilter_fence);
+
+/**
+ * blkfilter_drain - wait for the writes in flight on a block device
+ * @bdev: the block device
+ * @timeout_ms: how long to wait at most
+ *
+ * blkfilter_fence() waits for the @ops->submit_bio calls, not for the bios
+ * they let go on. A filter that must know that the writes it let pass
+ * before a change of its state have completed (taking a snapshot, say, whose
+ * image must hold every write counted before it) calls this after it.
+ *
+ * This freezes the queue of @bdev and unfreezes it: on a blk-mq device,
+ * every request that had entered the queue has completed then. On a
+ * bio-based device, that only waits for the driver's ->submit_bio() of the
+ * bios that had entered it to return, so this then waits until the device
+ * counts no write in flight. That count is the device's I/O accounting (its
+ * "inflight" sysfs attribute): a bio-based driver that does not account its
+ * I/O, or runs with iostats off, is waited for only as far as
+ * ->submit_bio(). The count includes writes that come in meanwhile; the
+ * caller should hold back the ones it can (the bios its filter takes over),
+ * or the wait may last the whole timeout.
+ *
+ * The same window as for blkfilter_attach() stays open: a bio that passed
+ * the hook but had not entered the queue yet may reach the device later.
+ *
+ * Context: May sleep; not from @ops->submit_bio.
+ * Return: 0, or -ETIMEDOUT if writes were still in flight after @timeout_ms
+ * (a request that never completes, say).
+ */
+int blkfilter_drain(struct block_device *bdev, unsigned int timeout_ms)
+{
+	struct request_queue *q = bdev_get_queue(bdev);
+	unsigned long timeout = msecs_to_jiffies(timeout_ms);
+	unsigned long deadline = jiffies + timeout;
+	long left;
+
+	blk_freeze_queue_start(q);
+	left = blk_mq_freeze_queue_wait_timeout(q, timeout);
+	blk_mq_unfreeze_queue_nomemrestore(q);
+	if (!left)
+		return -ETIMEDOUT;
+	if (queue_is_mq(q))
+		return 0;
+
+	for (;;) {
+		unsigned int inflight[2] = { 0, 0 };
+
+		bdev_count_inflight_rw(bdev, inflight, false);
+		if (!inflight[WRITE])
+			return 0;
+		if (time_after(jiffies, deadline))
+			return -ETIMEDOUT;
+		fsleep(1000);
+	}
+}
+EXPORT_SYMBOL_GPL(blkfilter_drain);
 
 /**
  * blkfilter_attach - attach a filter of the named type to a block device

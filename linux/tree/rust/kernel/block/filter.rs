@@ -420,6 +420,22 @@ pub fn fence() {
     unsafe { bindings::blkfilter_fence() };
 }
 
+/// Waits until the writes in flight on `bdev` have completed; call it after [`fence`].
+///
+/// On a blk-mq device, every request that had entered the queue has completed on return. On a
+/// bio-based device, it waits until the device's I/O accounting counts no write in flight; a
+/// bio-based driver that does not account its I/O is waited for only until its `submit_bio`
+/// returns. Fails with [`ETIMEDOUT`] if that took more than `timeout_ms` milliseconds. The
+/// count includes writes submitted meanwhile, so a filter holds back those it takes over. A bio
+/// that had passed the hook but not entered the queue yet may still reach the device later (see
+/// `Documentation/block/blkfilter.rst`). May sleep; not to be called from
+/// [`Filter::submit_bio`].
+pub fn drain(bdev: &BlockDevice, timeout_ms: u32) -> Result {
+    // SAFETY: `bdev` is a valid block device for the call, which may sleep (the caller allows
+    // it).
+    to_result(unsafe { bindings::blkfilter_drain(bdev.as_raw(), timeout_ms) })
+}
+
 /// # Safety
 ///
 /// Called by the block layer with a valid block device that it holds during the call.
