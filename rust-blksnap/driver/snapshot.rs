@@ -226,8 +226,10 @@ impl Snapshot {
             )?;
         }
         let mut images = KVec::with_capacity(links.len(), GFP_KERNEL)?;
+        let mut origins = KVec::with_capacity(areas.len(), GFP_KERNEL)?;
         for area in areas.iter() {
             area.hold_reads();
+            origins.push(area.origin(), GFP_KERNEL)?;
         }
 
         // Freeze, switch, fence, drain, thaw.
@@ -260,20 +262,18 @@ impl Snapshot {
         // A write counted before the switch may still be on its way to a device: the image must
         // have it, as the take's map counts it. Copy-on-write holds back its reads of old data
         // (and so the writes it takes over) until the devices are drained.
-        for (link, area) in links.iter().zip(areas.iter()) {
-            let origin = area.origin();
-            if let Err(err) = filter::drain(origin, DRAIN_TIMEOUT_MS) {
-                // Rare (a device whose writes hang, a bio-based one that never stops writing):
-                // whatever the image got of those writes, this take's map and the next one count
-                // the whole device, so that no backup of the chain misses them.
-                pr_warn!(
-                    "snapshot {:?}: {}: writes still in flight after {} ms (error {}); this take's \
-                     change map and the next count every block\n",
-                    Id(&self.shared.id),
-                    area.dev(),
-                    DRAIN_TIMEOUT_MS,
-                    err.to_errno()
-                );
+        if let Err(err) = filter::drain(&origins, DRAIN_TIMEOUT_MS) {
+            // Rare (a device whose writes hang, a bio-based one that never stops writing):
+            // whatever the images got of those writes, this take's maps and the next ones count
+            // every block, so that no backup of the chain misses them.
+            pr_warn!(
+                "snapshot {:?}: writes still in flight after {} ms (error {}); this take's change \
+                 maps and the next count every block\n",
+                Id(&self.shared.id),
+                DRAIN_TIMEOUT_MS,
+                err.to_errno()
+            );
+            for (link, origin) in links.iter().zip(origins.iter()) {
                 let _ = link.cbt().mark_dirty(0, origin.nr_sectors());
             }
         }
@@ -282,6 +282,7 @@ impl Snapshot {
         }
         let switched = held.elapsed();
         drop(frozen);
+        drop(origins);
         pr_info!(
             "snapshot {:?}: taken on {} devices, writes held {} us (with freeze and thaw {} us)\n",
             Id(&self.shared.id),
@@ -339,7 +340,7 @@ impl Snapshot {
     }
 }
 
-/// How long a take waits for the writes in flight on each device ([`filter::drain`]).
+/// How long a take waits for the writes in flight on its devices ([`filter::drain`]).
 const DRAIN_TIMEOUT_MS: u32 = 5000;
 
 /// A snapshot id, printed as a UUID.

@@ -248,8 +248,9 @@ void blkfilter_fence(void)
 EXPORT_SYMBOL_GPL(blkfilter_fence);
 
 /**
- * blkfilter_drain - wait for the writes in flight on a block device
- * @bdev: the block device
+ * blkfilter_drain - wait for the writes in flight on block devices
+ * @bdevs: the block devices
+ * @nr: how many there are
  * @timeout_ms: how long to wait at most
  *
  * blkfilter_fence() waits for the @ops->submit_bio calls, not for the bios
@@ -257,49 +258,61 @@ EXPORT_SYMBOL_GPL(blkfilter_fence);
  * before a change of its state have completed (taking a snapshot, say, whose
  * image must hold every write counted before it) calls this after it.
  *
- * This freezes the queue of @bdev and unfreezes it: on a blk-mq device,
- * every request that had entered the queue has completed then. On a
- * bio-based device, that only waits for the driver's ->submit_bio() of the
- * bios that had entered it to return, so this then waits until the device
- * counts no write in flight. That count is the device's I/O accounting (its
- * "inflight" sysfs attribute): a bio-based driver that does not account its
- * I/O, or runs with iostats off, is waited for only as far as
- * ->submit_bio(). The count includes writes that come in meanwhile; the
- * caller should hold back the ones it can (the bios its filter takes over),
- * or the wait may last the whole timeout.
+ * This freezes the queue of each device and unfreezes it: on a blk-mq
+ * device, every request that had entered the queue has completed then. The
+ * freezes start together, so that the devices share the RCU grace period a
+ * freeze waits for. On a bio-based device, a freeze only waits for the
+ * driver's ->submit_bio() of the bios that had entered the queue to return,
+ * so this then waits until the device counts no write in flight. That count
+ * is the device's I/O accounting (its "inflight" sysfs attribute): a
+ * bio-based driver that does not account its I/O, or that accounts a bio
+ * only once it passes it on (dm-delay), is waited for only as far as it
+ * counts. The count includes writes that come in meanwhile; the caller
+ * should hold back the ones it can (the bios its filter takes over), or the
+ * wait may last the whole timeout.
  *
  * The same window as for blkfilter_attach() stays open: a bio that passed
  * the hook but had not entered the queue yet may reach the device later.
  *
  * Context: May sleep; not from @ops->submit_bio.
- * Return: 0, or -ETIMEDOUT if writes were still in flight after @timeout_ms
- * (a request that never completes, say).
+ * Return: 0, or -ETIMEDOUT if writes were still in flight on one of the
+ * devices after @timeout_ms in all (a request that never completes, say).
  */
-int blkfilter_drain(struct block_device *bdev, unsigned int timeout_ms)
+int blkfilter_drain(struct block_device *const *bdevs, unsigned int nr,
+		    unsigned int timeout_ms)
 {
-	struct request_queue *q = bdev_get_queue(bdev);
-	unsigned long timeout = msecs_to_jiffies(timeout_ms);
-	unsigned long deadline = jiffies + timeout;
-	long left;
+	unsigned long deadline = jiffies + msecs_to_jiffies(timeout_ms);
+	unsigned int i;
+	int ret = 0;
 
-	blk_freeze_queue_start(q);
-	left = blk_mq_freeze_queue_wait_timeout(q, timeout);
-	blk_mq_unfreeze_queue_nomemrestore(q);
-	if (!left)
-		return -ETIMEDOUT;
-	if (queue_is_mq(q))
-		return 0;
+	for (i = 0; i < nr; i++)
+		blk_freeze_queue_start(bdev_get_queue(bdevs[i]));
+	for (i = 0; i < nr; i++) {
+		struct request_queue *q = bdev_get_queue(bdevs[i]);
+		long left = time_after(jiffies, deadline) ? 0 : deadline - jiffies;
 
-	for (;;) {
-		unsigned int inflight[2] = { 0, 0 };
-
-		bdev_count_inflight_rw(bdev, inflight, false);
-		if (!inflight[WRITE])
-			return 0;
-		if (time_after(jiffies, deadline))
-			return -ETIMEDOUT;
-		fsleep(1000);
+		if (!blk_mq_freeze_queue_wait_timeout(q, left))
+			ret = -ETIMEDOUT;
+		blk_mq_unfreeze_queue_nomemrestore(q);
 	}
+
+	for (i = 0; i < nr && !ret; i++) {
+		if (queue_is_mq(bdev_get_queue(bdevs[i])))
+			continue;
+		for (;;) {
+			unsigned int inflight[2] = { 0, 0 };
+
+			bdev_count_inflight_rw(bdevs[i], inflight, false);
+			if (!inflight[WRITE])
+				break;
+			if (time_after(jiffies, deadline)) {
+				ret = -ETIMEDOUT;
+				break;
+			}
+			fsleep(1000);
+		}
+	}
+	return ret;
 }
 EXPORT_SYMBOL_GPL(blkfilter_drain);
 

@@ -94,7 +94,8 @@ struct blkfilter *blkfilter_lock(struct block_device *bdev,
 void blkfilter_unlock(struct block_device *bdev);
 
 void blkfilter_fence(void);
-int blkfilter_drain(struct block_device *bdev, unsigned int timeout_ms);
+int blkfilter_drain(struct block_device *const *bdevs, unsigned int nr,
+		    unsigned int timeout_ms);
 
 /*
  * blkfilter_submit_bio_direct - submit a bio that the filter must not see

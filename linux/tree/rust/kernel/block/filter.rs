@@ -420,20 +420,26 @@ pub fn fence() {
     unsafe { bindings::blkfilter_fence() };
 }
 
-/// Waits until the writes in flight on `bdev` have completed; call it after [`fence`].
+/// Waits until the writes in flight on the devices `bdevs` have completed; call it after
+/// [`fence`].
 ///
 /// On a blk-mq device, every request that had entered the queue has completed on return. On a
 /// bio-based device, it waits until the device's I/O accounting counts no write in flight; a
 /// bio-based driver that does not account its I/O is waited for only until its `submit_bio`
-/// returns. Fails with [`ETIMEDOUT`] if that took more than `timeout_ms` milliseconds. The
-/// count includes writes submitted meanwhile, so a filter holds back those it takes over. A bio
-/// that had passed the hook but not entered the queue yet may still reach the device later (see
-/// `Documentation/block/blkfilter.rst`). May sleep; not to be called from
-/// [`Filter::submit_bio`].
-pub fn drain(bdev: &BlockDevice, timeout_ms: u32) -> Result {
-    // SAFETY: `bdev` is a valid block device for the call, which may sleep (the caller allows
-    // it).
-    to_result(unsafe { bindings::blkfilter_drain(bdev.as_raw(), timeout_ms) })
+/// returns. The devices are drained together (their queue freezes share one RCU grace period).
+/// Fails with [`ETIMEDOUT`] if that took more than `timeout_ms` milliseconds in all, and with
+/// [`EINVAL`] for more than `u32::MAX` devices. The count includes writes submitted meanwhile,
+/// so a filter holds back those it takes over. A bio that had passed the hook but not entered
+/// the queue yet may still reach the device later (see `Documentation/block/blkfilter.rst`).
+/// May sleep; not to be called from [`Filter::submit_bio`].
+pub fn drain(bdevs: &[&BlockDevice], timeout_ms: u32) -> Result {
+    let nr = u32::try_from(bdevs.len()).map_err(|_| EINVAL)?;
+    // A `&BlockDevice` is a pointer to the transparent wrapper of the C type: the slice is laid
+    // out as an array of `struct block_device *`.
+    let ptr = bdevs.as_ptr().cast::<*mut bindings::block_device>();
+    // SAFETY: `ptr` points to `nr` pointers to block devices that are valid for the call (they
+    // are borrowed); the call may sleep, which the caller allows.
+    to_result(unsafe { bindings::blkfilter_drain(ptr, nr, timeout_ms) })
 }
 
 /// # Safety
