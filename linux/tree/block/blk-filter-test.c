@@ -59,6 +59,13 @@ static struct {
 	struct blkfilter *made;
 	/* the disk holds the next bio at BFT_HOLD_SECTOR */
 	bool disk_hold;
+	/*
+	 * the disk keeps the next bio at BFT_HOLD_SECTOR in flight, accounted,
+	 * after its submit_bio has returned, until bft_disk_end_kept()
+	 */
+	bool disk_keep;
+	struct bio *kept;
+	unsigned long kept_start;
 	struct completion disk_held;
 	struct completion disk_release;
 	/* the filter holds the next bio at BFT_HOLD_SECTOR */
@@ -187,6 +194,14 @@ static void bft_disk_submit_bio(struct bio *bio)
 {
 	atomic_inc(&bft.disk_bios);
 	bft.disk_sector = bio->bi_iter.bi_sector;
+	if (READ_ONCE(bft.disk_keep) &&
+	    bio->bi_iter.bi_sector == BFT_HOLD_SECTOR) {
+		WRITE_ONCE(bft.disk_keep, false);
+		bft.kept_start = bio_start_io_acct(bio);
+		bft.kept = bio;
+		complete(&bft.disk_held);
+		return;
+	}
 	if (READ_ONCE(bft.disk_hold) &&
 	    bio->bi_iter.bi_sector == BFT_HOLD_SECTOR) {
 		WRITE_ONCE(bft.disk_hold, false);
@@ -195,6 +210,16 @@ static void bft_disk_submit_bio(struct bio *bio)
 	}
 	if (bio_op(bio) == REQ_OP_READ)
 		zero_fill_bio(bio);
+	bio_endio(bio);
+}
+
+/* Ends the bio that the disk kept in flight. */
+static void bft_disk_end_kept(void)
+{
+	struct bio *bio = bft.kept;
+
+	bft.kept = NULL;
+	bio_end_io_acct(bio, bft.kept_start);
 	bio_endio(bio);
 }
 
@@ -212,7 +237,8 @@ struct bft_ctx {
 static int bft_case_init(struct kunit *test)
 {
 	static unsigned int seq;
-	struct queue_limits lim = { };
+	/* I/O accounting: blkfilter_drain() waits for writes it counts. */
+	struct queue_limits lim = { .features = BLK_FEAT_IO_STAT };
 	struct bft_ctx *ctx;
 	struct gendisk *disk;
 	int ret;
@@ -342,7 +368,7 @@ static const char *bft_show(struct kunit *test)
 }
 
 /* A call run by a worker, for what must happen while the test waits. */
-enum bft_job { BFT_WRITE, BFT_ATTACH, BFT_DETACH, BFT_FENCE };
+enum bft_job { BFT_WRITE, BFT_ATTACH, BFT_DETACH, BFT_FENCE, BFT_DRAIN };
 
 struct bft_work {
 	struct work_struct work;
@@ -371,6 +397,9 @@ static void bft_work_fn(struct work_struct *work)
 	case BFT_FENCE:
 		blkfilter_fence();
 		w->ret = 0;
+		break;
+	case BFT_DRAIN:
+		w->ret = blkfilter_drain(&w->bdev, 1, BFT_LONG_MS);
 		break;
 	}
 	complete(&w->done);
@@ -970,6 +999,43 @@ static void blkfilter_test_fence(struct kunit *test)
 	KUNIT_EXPECT_EQ(test, blkfilter_detach(bdev, BFT_NAME_A), 0);
 }
 
+/*
+ * blkfilter_drain() on the bio-based test disk: it returns at once when no
+ * write is in flight, waits for a write that the disk keeps in flight after
+ * its submit_bio has returned, and gives up with -ETIMEDOUT after its
+ * timeout.
+ */
+static void blkfilter_test_drain(struct kunit *test)
+{
+	struct block_device *bdev = bft_bdev(test);
+	struct bft_work *io = bft_work_new(test);
+	struct bft_work *drain = bft_work_new(test);
+	struct bft_work *late = bft_work_new(test);
+
+	KUNIT_EXPECT_EQ(test, blkfilter_drain(&bdev, 1, BFT_LONG_MS), 0);
+
+	WRITE_ONCE(bft.disk_keep, true);
+	bft_start(io, BFT_WRITE, bdev, NULL, BFT_HOLD_SECTOR);
+	KUNIT_ASSERT_TRUE(test, bft_completed(&bft.disk_held));
+	bft_start(drain, BFT_DRAIN, bdev, NULL, 0);
+	KUNIT_EXPECT_FALSE(test, bft_done_within(drain, BFT_SHORT_MS));
+	bft_disk_end_kept();
+	KUNIT_EXPECT_TRUE(test, bft_done_within(drain, BFT_LONG_MS));
+	KUNIT_EXPECT_EQ(test, drain->ret, 0);
+	wait_for_completion(&io->done);
+	KUNIT_EXPECT_EQ(test, io->ret, 0);
+
+	reinit_completion(&bft.disk_held);
+	WRITE_ONCE(bft.disk_keep, true);
+	bft_start(late, BFT_WRITE, bdev, NULL, BFT_HOLD_SECTOR);
+	KUNIT_ASSERT_TRUE(test, bft_completed(&bft.disk_held));
+	KUNIT_EXPECT_EQ(test, blkfilter_drain(&bdev, 1, BFT_SHORT_MS),
+			-ETIMEDOUT);
+	bft_disk_end_kept();
+	wait_for_completion(&late->done);
+	KUNIT_EXPECT_EQ(test, late->ret, 0);
+}
+
 static int bft_suite_init(struct kunit_suite *suite)
 {
 	int ret;
@@ -1008,6 +1074,7 @@ static struct kunit_case blkfilter_test_cases[] = {
 	KUNIT_CASE(blkfilter_test_attach_may_do_io),
 	KUNIT_CASE(blkfilter_test_attach_fence),
 	KUNIT_CASE(blkfilter_test_fence),
+	KUNIT_CASE(blkfilter_test_drain),
 	{}
 };
 
