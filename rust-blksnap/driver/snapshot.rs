@@ -8,9 +8,9 @@
 //! devices are frozen, then for every device the change map is switched and copy-on-write turned
 //! on, the filter is fenced so that no write that saw copy-on-write off is still on its way
 //! through it, the devices are drained so that every write counted before the take has
-//! completed before copy-on-write reads old data, and the file systems are thawed. The image disks appear then. Destroying the
-//! snapshot removes the images, lets copy-on-write go, and releases the storage; change tracking
-//! goes on.
+//! completed before copy-on-write reads old data, and the file systems are thawed. The image
+//! disks appear then. Destroying the snapshot removes the images, lets copy-on-write go, and
+//! releases the storage; change tracking goes on.
 
 use crate::{
     chunk,
