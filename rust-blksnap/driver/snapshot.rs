@@ -228,8 +228,12 @@ impl Snapshot {
         let mut images = KVec::with_capacity(links.len(), GFP_KERNEL)?;
         let mut origins = KVec::with_capacity(areas.len(), GFP_KERNEL)?;
         for area in areas.iter() {
-            area.hold_reads();
             origins.push(area.origin(), GFP_KERNEL)?;
+        }
+        // The RCU grace period of the drain's queue freezes passes now, while writes flow.
+        let drain = filter::prepare_drain(&origins)?;
+        for area in areas.iter() {
+            area.hold_reads();
         }
 
         // Freeze, switch, fence, drain, thaw.
@@ -262,7 +266,7 @@ impl Snapshot {
         // A write counted before the switch may still be on its way to a device: the image must
         // have it, as the take's map counts it. Copy-on-write holds back its reads of old data
         // (and so the writes it takes over) until the devices are drained.
-        if let Err(err) = filter::drain(&origins, DRAIN_TIMEOUT_MS) {
+        if let Err(err) = drain.wait(DRAIN_TIMEOUT_MS) {
             // Rare (a device whose writes hang, a bio-based one that never stops writing):
             // whatever the images got of those writes, this take's maps and the next ones count
             // every block, so that no backup of the chain misses them.
@@ -340,7 +344,7 @@ impl Snapshot {
     }
 }
 
-/// How long a take waits for the writes in flight on its devices ([`filter::drain`]).
+/// How long a take waits for the writes in flight on its devices ([`filter::Drain::wait`]).
 const DRAIN_TIMEOUT_MS: u32 = 5000;
 
 /// A snapshot id, printed as a UUID.

@@ -1000,20 +1000,16 @@ static void blkfilter_test_fence(struct kunit *test)
 }
 
 /*
- * blkfilter_drain() on the bio-based test disk: it returns at once when no
- * write is in flight, waits for a write that the disk keeps in flight after
- * its submit_bio has returned, and gives up with -ETIMEDOUT after its
- * timeout.
+ * A write that the bio-based test disk keeps in flight after its submit_bio
+ * has returned: a drain of @bdev waits for it, and returns 0 once it ends.
  */
-static void blkfilter_test_drain(struct kunit *test)
+static void bft_expect_drain_waits(struct kunit *test,
+				   struct block_device *bdev)
 {
-	struct block_device *bdev = bft_bdev(test);
 	struct bft_work *io = bft_work_new(test);
 	struct bft_work *drain = bft_work_new(test);
-	struct bft_work *late = bft_work_new(test);
 
-	KUNIT_EXPECT_EQ(test, blkfilter_drain(&bdev, 1, BFT_LONG_MS), 0);
-
+	reinit_completion(&bft.disk_held);
 	WRITE_ONCE(bft.disk_keep, true);
 	bft_start(io, BFT_WRITE, bdev, NULL, BFT_HOLD_SECTOR);
 	KUNIT_ASSERT_TRUE(test, bft_completed(&bft.disk_held));
@@ -1024,6 +1020,22 @@ static void blkfilter_test_drain(struct kunit *test)
 	KUNIT_EXPECT_EQ(test, drain->ret, 0);
 	wait_for_completion(&io->done);
 	KUNIT_EXPECT_EQ(test, io->ret, 0);
+}
+
+/*
+ * blkfilter_drain() on the bio-based test disk: it returns at once when no
+ * write is in flight, waits for a write that the disk keeps in flight after
+ * its submit_bio has returned, and gives up with -ETIMEDOUT after its
+ * timeout.
+ */
+static void blkfilter_test_drain(struct kunit *test)
+{
+	struct block_device *bdev = bft_bdev(test);
+	struct bft_work *late = bft_work_new(test);
+
+	KUNIT_EXPECT_EQ(test, blkfilter_drain(&bdev, 1, BFT_LONG_MS), 0);
+
+	bft_expect_drain_waits(test, bdev);
 
 	reinit_completion(&bft.disk_held);
 	WRITE_ONCE(bft.disk_keep, true);
@@ -1034,6 +1046,38 @@ static void blkfilter_test_drain(struct kunit *test)
 	bft_disk_end_kept();
 	wait_for_completion(&late->done);
 	KUNIT_EXPECT_EQ(test, late->ret, 0);
+}
+
+/* Whether the queue of @bdev counts its users in per-cpu mode. */
+static bool bft_counter_percpu(struct block_device *bdev)
+{
+	unsigned long __percpu *count;
+	bool ret;
+
+	rcu_read_lock();
+	ret = __ref_is_percpu(&bdev_get_queue(bdev)->q_usage_counter, &count);
+	rcu_read_unlock();
+	return ret;
+}
+
+/*
+ * blkfilter_drain_prepare() switches the queue's usage counter to atomic mode
+ * ahead of the drain, and blkfilter_drain_cancel() or the drain switches it
+ * back. A drain after it still waits for a write in flight.
+ */
+static void blkfilter_test_drain_prepared(struct kunit *test)
+{
+	struct block_device *bdev = bft_bdev(test);
+
+	KUNIT_ASSERT_TRUE(test, bft_counter_percpu(bdev));
+	blkfilter_drain_prepare(&bdev, 1);
+	KUNIT_EXPECT_FALSE(test, bft_counter_percpu(bdev));
+	blkfilter_drain_cancel(&bdev, 1);
+	KUNIT_EXPECT_TRUE(test, bft_counter_percpu(bdev));
+
+	blkfilter_drain_prepare(&bdev, 1);
+	bft_expect_drain_waits(test, bdev);
+	KUNIT_EXPECT_TRUE(test, bft_counter_percpu(bdev));
 }
 
 static int bft_suite_init(struct kunit_suite *suite)
@@ -1075,6 +1119,7 @@ static struct kunit_case blkfilter_test_cases[] = {
 	KUNIT_CASE(blkfilter_test_attach_fence),
 	KUNIT_CASE(blkfilter_test_fence),
 	KUNIT_CASE(blkfilter_test_drain),
+	KUNIT_CASE(blkfilter_test_drain_prepared),
 	{}
 };
 

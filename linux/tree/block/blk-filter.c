@@ -79,6 +79,7 @@
 #include <linux/list.h>
 #include <linux/module.h>
 #include <linux/mutex.h>
+#include <linux/percpu-refcount.h>
 #include <linux/rcupdate.h>
 #include <linux/srcu.h>
 #include <linux/string.h>
@@ -274,10 +275,75 @@ EXPORT_SYMBOL_GPL(blkfilter_fence);
  * The same window as for blkfilter_attach() stays open: a bio that passed
  * the hook but had not entered the queue yet may reach the device later.
  *
+ * After blkfilter_drain_prepare(), the freezes need no grace period; the
+ * queues' counters go back to per-cpu mode here either way.
+ *
  * Context: May sleep; not from @ops->submit_bio.
  * Return: 0, or -ETIMEDOUT if writes were still in flight on one of the
  * devices after @timeout_ms in all (a request that never completes, say).
  */
+/*
+ * A registered queue counts its users in per-cpu mode (blk_register_queue());
+ * an unregistered one stays in atomic mode, which blkfilter_drain_prepare()
+ * then leaves alone.
+ */
+static void blkfilter_drain_restore(struct block_device *const *bdevs,
+				    unsigned int nr)
+{
+	unsigned int i;
+
+	for (i = 0; i < nr; i++) {
+		struct request_queue *q = bdev_get_queue(bdevs[i]);
+
+		if (blk_queue_registered(q))
+			percpu_ref_switch_to_percpu(&q->q_usage_counter);
+	}
+}
+
+/**
+ * blkfilter_drain_prepare - make a blkfilter_drain() of block devices short
+ * @bdevs: the block devices
+ * @nr: how many there are
+ *
+ * A queue freeze first switches the counter of the queue's users from
+ * per-cpu to atomic mode, which waits for an RCU grace period: on an idle
+ * device, that is most of the time blkfilter_drain() takes, and the caller
+ * may be holding writes back then. This makes that switch beforehand, while
+ * I/O still flows (counted in atomic mode, a little more slowly), so that
+ * the drain then only waits for the I/O in flight. The counters go back to
+ * per-cpu mode in blkfilter_drain() or blkfilter_drain_cancel(), one of
+ * which the caller must call for the same devices. The switches start
+ * together, so that the devices share one grace period.
+ *
+ * Context: May sleep.
+ */
+void blkfilter_drain_prepare(struct block_device *const *bdevs,
+			     unsigned int nr)
+{
+	unsigned int i;
+
+	for (i = 0; i < nr; i++)
+		percpu_ref_switch_to_atomic(&bdev_get_queue(bdevs[i])->q_usage_counter,
+					    NULL);
+	for (i = 0; i < nr; i++)
+		percpu_ref_switch_to_atomic_sync(&bdev_get_queue(bdevs[i])->q_usage_counter);
+}
+EXPORT_SYMBOL_GPL(blkfilter_drain_prepare);
+
+/**
+ * blkfilter_drain_cancel - undo blkfilter_drain_prepare() without a drain
+ * @bdevs: the block devices
+ * @nr: how many there are
+ *
+ * Context: May sleep.
+ */
+void blkfilter_drain_cancel(struct block_device *const *bdevs,
+			    unsigned int nr)
+{
+	blkfilter_drain_restore(bdevs, nr);
+}
+EXPORT_SYMBOL_GPL(blkfilter_drain_cancel);
+
 int blkfilter_drain(struct block_device *const *bdevs, unsigned int nr,
 		    unsigned int timeout_ms)
 {
@@ -295,6 +361,7 @@ int blkfilter_drain(struct block_device *const *bdevs, unsigned int nr,
 			ret = -ETIMEDOUT;
 		blk_mq_unfreeze_queue_nomemrestore(q);
 	}
+	blkfilter_drain_restore(bdevs, nr);
 
 	for (i = 0; i < nr && !ret; i++) {
 		if (queue_is_mq(bdev_get_queue(bdevs[i])))

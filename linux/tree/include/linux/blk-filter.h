@@ -94,6 +94,10 @@ struct blkfilter *blkfilter_lock(struct block_device *bdev,
 void blkfilter_unlock(struct block_device *bdev);
 
 void blkfilter_fence(void);
+void blkfilter_drain_prepare(struct block_device *const *bdevs,
+			     unsigned int nr);
+void blkfilter_drain_cancel(struct block_device *const *bdevs,
+			    unsigned int nr);
 int blkfilter_drain(struct block_device *const *bdevs, unsigned int nr,
 		    unsigned int timeout_ms);
 

@@ -79,7 +79,12 @@ use crate::{
     types::Opaque,
     uaccess::{UserSlice, UserSliceReader, UserSliceWriter},
 };
-use core::{marker::PhantomData, mem::size_of, ops::Deref, ptr::NonNull};
+use core::{
+    marker::PhantomData,
+    mem::{size_of, ManuallyDrop},
+    ops::Deref,
+    ptr::NonNull,
+};
 
 /// The argument buffer of a `BLKFILTER_CTL` command: a user-space buffer of a given capacity, and
 /// the length reported back to user space.
@@ -420,26 +425,66 @@ pub fn fence() {
     unsafe { bindings::blkfilter_fence() };
 }
 
-/// Waits until the writes in flight on the devices `bdevs` have completed; call it after
-/// [`fence`].
+/// Prepares a wait for the writes in flight on the devices `bdevs`, made later with
+/// [`Drain::wait`].
 ///
-/// On a blk-mq device, every request that had entered the queue has completed on return. On a
-/// bio-based device, it waits until the device's I/O accounting counts no write in flight; a
-/// bio-based driver that does not account its I/O is waited for only until its `submit_bio`
-/// returns. The devices are drained together (their queue freezes share one RCU grace period).
-/// Fails with [`ETIMEDOUT`] if that took more than `timeout_ms` milliseconds in all, and with
-/// [`EINVAL`] for more than `u32::MAX` devices. The count includes writes submitted meanwhile,
-/// so a filter holds back those it takes over. A bio that had passed the hook but not entered
-/// the queue yet may still reach the device later (see `Documentation/block/blkfilter.rst`).
-/// May sleep; not to be called from [`Filter::submit_bio`].
-pub fn drain(bdevs: &[&BlockDevice], timeout_ms: u32) -> Result {
+/// The queue freeze that the wait makes first switches the counter of the queue's users to atomic
+/// mode, which waits for an RCU grace period: this makes that switch now, while I/O still flows,
+/// so that the wait itself is short (see `blkfilter_drain_prepare()`). The devices share one
+/// grace period. Dropping the [`Drain`] without waiting switches the counters back. Fails with
+/// [`EINVAL`] for more than `u32::MAX` devices. May sleep.
+pub fn prepare_drain<'a>(bdevs: &'a [&'a BlockDevice]) -> Result<Drain<'a>> {
     let nr = u32::try_from(bdevs.len()).map_err(|_| EINVAL)?;
-    // A `&BlockDevice` is a pointer to the transparent wrapper of the C type: the slice is laid
-    // out as an array of `struct block_device *`.
-    let ptr = bdevs.as_ptr().cast::<*mut bindings::block_device>();
-    // SAFETY: `ptr` points to `nr` pointers to block devices that are valid for the call (they
-    // are borrowed); the call may sleep, which the caller allows.
-    to_result(unsafe { bindings::blkfilter_drain(ptr, nr, timeout_ms) })
+    // SAFETY: By `raw_bdevs`, the array holds `nr` pointers to block devices that are valid for
+    // the call (they are borrowed); the call may sleep, which the caller allows.
+    unsafe { bindings::blkfilter_drain_prepare(raw_bdevs(bdevs), nr) };
+    // INVARIANT: The devices were just prepared.
+    Ok(Drain { bdevs, nr })
+}
+
+/// Returns `bdevs` as the C array of `struct block_device *` that it is laid out as.
+fn raw_bdevs(bdevs: &[&BlockDevice]) -> *const *mut bindings::block_device {
+    // A `&BlockDevice` is a pointer to the transparent wrapper of the C type.
+    bdevs.as_ptr().cast::<*mut bindings::block_device>()
+}
+
+/// Devices prepared for a wait for their writes in flight; see [`prepare_drain`].
+///
+/// # Invariants
+///
+/// `bdevs` holds `nr` devices, for which `blkfilter_drain_prepare()` was called, and neither
+/// `blkfilter_drain()` nor `blkfilter_drain_cancel()` since.
+pub struct Drain<'a> {
+    bdevs: &'a [&'a BlockDevice],
+    nr: u32,
+}
+
+impl Drain<'_> {
+    /// Waits until the writes in flight on the devices have completed; call it after [`fence`].
+    ///
+    /// On a blk-mq device, every request that had entered the queue has completed on return. On
+    /// a bio-based device, it waits until the device's I/O accounting counts no write in flight;
+    /// a bio-based driver that does not account its I/O is waited for only until its
+    /// `submit_bio` returns. Fails with [`ETIMEDOUT`] if that took more than `timeout_ms`
+    /// milliseconds in all. The count includes writes submitted meanwhile, so a filter holds
+    /// back those it takes over. A bio that had passed the hook but not entered the queue yet
+    /// may still reach the device later (see `Documentation/block/blkfilter.rst`). May sleep;
+    /// not to be called from [`Filter::submit_bio`].
+    pub fn wait(self, timeout_ms: u32) -> Result {
+        let this = ManuallyDrop::new(self);
+        // SAFETY: By the type invariant, the array holds `nr` valid devices that were prepared;
+        // `this` is not dropped, so they are not cancelled as well. The call may sleep, which
+        // the caller allows.
+        to_result(unsafe { bindings::blkfilter_drain(raw_bdevs(this.bdevs), this.nr, timeout_ms) })
+    }
+}
+
+impl Drop for Drain<'_> {
+    fn drop(&mut self) {
+        // SAFETY: By the type invariant, the array holds `nr` valid devices that were prepared,
+        // and neither drained nor cancelled yet.
+        unsafe { bindings::blkfilter_drain_cancel(raw_bdevs(self.bdevs), self.nr) };
+    }
 }
 
 /// # Safety
