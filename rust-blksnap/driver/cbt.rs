@@ -21,6 +21,7 @@
 
 use core::{mem, ops::Range};
 use kernel::{
+    alloc::{flags::__GFP_NOWARN, Flags},
     block::bdev::DevT,
     new_mutex, new_spinlock,
     prelude::*,
@@ -147,7 +148,56 @@ fn new_map(geometry: &Geometry, value: u8) -> Result<Map> {
     )?)
 }
 
-/// The map that the I/O path updates.
+/// The frozen map is kept in pieces of this many bytes (blocks) while it is a view of the active
+/// map ([`View::Pieces`]).
+const PIECE: usize = 4096;
+
+/// How memory is allocated under the lock of the active map: without waiting for it. The I/O
+/// path does without a saved piece if there is none.
+fn save_flags() -> Flags {
+    GFP_NOWAIT | __GFP_NOWARN
+}
+
+/// A piece of the frozen map, while it is a view of the active map ([`View::Pieces`]).
+enum Piece {
+    /// The active map has not changed in this piece since the take: it is the frozen piece.
+    Shared,
+    /// The frozen piece, saved before the active map first changed in it after the take.
+    Saved(KVec<u8>),
+    /// The piece could not be saved (there was no memory): every block of it shows as changed in
+    /// the take, so that clients copy it rather than miss a change.
+    Lost,
+}
+
+/// Allocates the pieces of a map for `geometry`, all shared.
+fn new_pieces(geometry: &Geometry) -> Result<KVVec<Piece>> {
+    let count = (geometry.block_count() as usize).div_ceil(PIECE);
+    let mut pieces = KVVec::with_capacity(count, GFP_KERNEL)?;
+    for _ in 0..count {
+        pieces.push(Piece::Shared, GFP_KERNEL)?;
+    }
+    Ok(pieces)
+}
+
+/// Returns the indices of the pieces that the map bytes `range` fall into.
+fn pieces_of(range: &Range<usize>) -> Range<usize> {
+    range.start / PIECE..range.end.div_ceil(PIECE)
+}
+
+/// Where the frozen map, the one user space reads, is.
+enum View {
+    /// Every block holds the frozen changes number: 0 before the first take, 1 after a take that
+    /// started a new generation for a new capacity.
+    Uniform,
+    /// The active map as the take left it: the active map itself where a piece is
+    /// [`Piece::Shared`], the piece otherwise.
+    Pieces,
+    /// A map of its own: the take that ran out of changes numbers moved the active map here and
+    /// started a new, cleared one.
+    Own(Map),
+}
+
+/// The map that the I/O path updates, and the view of the frozen map.
 struct Active {
     geometry: Geometry,
     map: Map,
@@ -159,13 +209,96 @@ struct Active {
     /// switches the map, under the same lock: a write is copied on write exactly when it is
     /// counted after the take.
     cow: bool,
+    view: View,
+    /// One for every [`PIECE`] bytes of the map; only [`View::Pieces`] uses them.
+    pieces: KVVec<Piece>,
 }
 
-/// The map as frozen by the last take; the one user space reads.
+impl Active {
+    /// Saves piece `index` of the frozen map if it is still shared with the active map, before
+    /// the active map changes in it. `alloc` gives room for a piece of the length it is given;
+    /// without it, the piece is lost instead (see [`Piece::Lost`]).
+    fn save_piece(&mut self, index: usize, alloc: impl FnOnce(usize) -> Option<KVec<u8>>) {
+        if !matches!(self.view, View::Pieces) {
+            return;
+        }
+        let Some(piece) = self.pieces.get_mut(index) else {
+            return;
+        };
+        if !matches!(piece, Piece::Shared) {
+            return;
+        }
+        let start = index * PIECE;
+        let bytes = self
+            .map
+            .get(start..self.map.len().min(start + PIECE))
+            .unwrap_or(&[]);
+        *piece = match alloc(bytes.len()) {
+            Some(mut saved) => {
+                // With room for the piece, the copy does not allocate.
+                match saved.extend_from_slice(bytes, save_flags()) {
+                    Ok(()) => Piece::Saved(saved),
+                    Err(_) => Piece::Lost,
+                }
+            }
+            None => Piece::Lost,
+        };
+    }
+
+    /// Appends the bytes `range` of the frozen map, all in one piece, to `out`, which has room
+    /// for them. `number` is the frozen changes number.
+    fn frozen_bytes(&self, range: Range<usize>, number: u8, out: &mut KVec<u8>) -> Result {
+        let len = range.len();
+        match &self.view {
+            View::Uniform => out.extend_with(len, number, save_flags())?,
+            View::Own(map) => out.extend_from_slice(map.get(range).ok_or(EINVAL)?, save_flags())?,
+            View::Pieces => {
+                let index = range.start / PIECE;
+                let at = index * PIECE;
+                match self.pieces.get(index).ok_or(EINVAL)? {
+                    Piece::Shared => {
+                        out.extend_from_slice(self.map.get(range).ok_or(EINVAL)?, save_flags())?
+                    }
+                    Piece::Saved(saved) => out.extend_from_slice(
+                        saved.get(range.start - at..range.end - at).ok_or(EINVAL)?,
+                        save_flags(),
+                    )?,
+                    Piece::Lost => out.extend_with(len, number, save_flags())?,
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets the bytes `range` of the frozen map to `number`, the frozen changes number; its
+    /// pieces are saved or lost already.
+    fn fill_frozen(&mut self, range: Range<usize>, number: u8) {
+        match &mut self.view {
+            // Every block shows `number` already.
+            View::Uniform => {}
+            View::Own(map) => {
+                if let Some(bytes) = map.get_mut(range) {
+                    bytes.fill(number);
+                }
+            }
+            View::Pieces => {
+                for index in pieces_of(&range) {
+                    if let Some(Piece::Saved(saved)) = self.pieces.get_mut(index) {
+                        let at = index * PIECE;
+                        let part = range.start.max(at) - at..range.end.min(at + saved.len()) - at;
+                        if let Some(bytes) = saved.get_mut(part) {
+                            bytes.fill(number);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The numbers of the frozen map, the one user space reads.
 struct Frozen {
     geometry: Geometry,
-    /// All zeroes until the first take.
-    map: Map,
     number: u8,
     generation: Generation,
 }
@@ -182,31 +315,43 @@ pub(crate) struct Info {
 pub(crate) struct PreparedTake {
     /// The generation that the take starts, if it starts one.
     generation: Generation,
-    /// The maps of a new generation for a new capacity, if the capacity changed.
+    /// The map of a new generation for a new capacity, if the capacity changed.
     resize: Option<Resize>,
+    /// A cleared active map, if the take runs out of changes numbers.
+    fresh: Option<Map>,
 }
 
-/// The maps of a new generation, sized for the new capacity of the device.
+/// The map of a new generation, sized for the new capacity of the device.
 ///
 /// # Invariants
 ///
-/// Both maps are `geometry.block_count()` bytes long; `active` is all zeroes, `frozen` all ones.
+/// `active` is `geometry.block_count()` bytes long and all zeroes, and `pieces` has one shared
+/// piece for every [`PIECE`] bytes of it.
 struct Resize {
     geometry: Geometry,
     active: Map,
-    frozen: Map,
+    pieces: KVVec<Piece>,
 }
 
 /// The change tracker of one block device.
+///
+/// The active map is updated by every write. The frozen map, the one user space reads, is not a
+/// copy of it: a take leaves it as a view of the active map ([`View::Pieces`]), and the first
+/// write after the take into a piece of [`PIECE`] blocks saves that piece first. Tracking thus
+/// costs one byte per block, and a byte more only for the pieces written since the last take.
 ///
 /// Lock order: `frozen` before `active`.
 ///
 /// # Invariants
 ///
-/// - Both maps are `geometry.block_count()` bytes long, and both states have the same geometry.
-/// - Every byte of the active map is at most `active.number`, every byte of the frozen map at
-///   most `frozen.number`, and `frozen.number < active.number` when both are of the same
-///   generation.
+/// - The active map is `geometry.block_count()` bytes long, `pieces` has one piece for every
+///   [`PIECE`] bytes of it, an own frozen map is as long, and both states have the same
+///   geometry.
+/// - Every byte of the active map is at most `active.number`, every byte of the frozen map (as
+///   the view shows it) at most `frozen.number`, and `frozen.number < active.number` when both
+///   are of the same generation.
+/// - In [`View::Pieces`], the active map has not changed since the take in the pieces that are
+///   [`Piece::Shared`], and a saved piece is as long as its part of the map.
 #[pin_data]
 pub(crate) struct Cbt {
     /// The device, for the log.
@@ -223,35 +368,43 @@ impl Cbt {
     /// Makes the tracker of the device `dev` with the given geometry, with a new generation;
     /// `params` choose the geometry when the capacity of the device changes.
     ///
-    /// Allocates both maps; fails with `ENOMEM` if that is not possible.
+    /// Allocates the active map; fails with `ENOMEM` if that is not possible.
     pub(crate) fn new(
         dev: DevT,
         geometry: Geometry,
         params: Params,
     ) -> Result<impl PinInit<Self, Error>> {
-        let active = new_map(&geometry, 0)?;
-        let frozen = new_map(&geometry, 0)?;
+        let map = new_map(&geometry, 0)?;
+        let pieces = new_pieces(&geometry)?;
         let generation = random::uuid_v4();
-        // INVARIANT: The maps have the size of the geometry and are all zeroes, below both
-        // numbers.
+        // INVARIANT: The map has the size of the geometry and is all zeroes, below both numbers;
+        // the frozen map is all zeroes too.
         Ok(try_pin_init!(Self {
             dev,
             params,
             active <- new_spinlock!(Active {
                 geometry,
-                map: active,
+                map,
                 number: 1,
                 generation,
                 grown: false,
                 cow: false,
+                view: View::Uniform,
+                pieces,
             }),
             frozen <- new_mutex!(Frozen {
                 geometry,
-                map: frozen,
                 number: 0,
                 generation,
             }),
         }))
+    }
+
+    /// Returns the memory that the maps of a tracker of `geometry` take when it starts, in bytes:
+    /// the active map and its pieces.
+    pub(crate) fn start_memory(geometry: &Geometry) -> usize {
+        let blocks = geometry.block_count() as usize;
+        blocks + blocks.div_ceil(PIECE) * mem::size_of::<Piece>()
     }
 
     /// Returns the memory the maps use, in bytes.
@@ -260,9 +413,20 @@ impl Cbt {
         expect(dead_code, reason = "only the tests ask for it so far")
     )]
     pub(crate) fn memory(&self) -> usize {
-        let frozen = self.frozen.lock();
         let active = self.active.lock();
-        frozen.map.len() + active.map.len()
+        let own = match &active.view {
+            View::Own(map) => map.len(),
+            View::Uniform | View::Pieces => 0,
+        };
+        let saved: usize = active
+            .pieces
+            .iter()
+            .map(|piece| match piece {
+                Piece::Saved(saved) => saved.capacity(),
+                Piece::Shared | Piece::Lost => 0,
+            })
+            .sum();
+        active.map.len() + own + saved + active.pieces.len() * mem::size_of::<Piece>()
     }
 
     /// Marks the blocks that the `count` sectors from `sector` touch as changed.
@@ -280,7 +444,8 @@ impl Cbt {
     /// Called for every write; never sleeps. It takes the lock of the active map even when every
     /// block of the range holds the current number already: checking that without the lock would
     /// read a map that a take starting a new generation may free meanwhile, which needs an
-    /// RCU-protected pointer to the map.
+    /// RCU-protected pointer to the map. The first write into a piece of the map after a take
+    /// saves the piece for the frozen map, without waiting for memory.
     #[must_use]
     pub(crate) fn mark(&self, sector: u64, count: u64) -> bool {
         if count == 0 {
@@ -291,11 +456,13 @@ impl Cbt {
         let grew = sector.saturating_add(count) > geometry.capacity_sectors() && !active.grown;
         active.grown |= grew;
         let number = active.number;
-        if let Some(bytes) = geometry
-            .blocks(sector, count)
-            .and_then(|blocks| active.map.get_mut(blocks))
-        {
-            bytes.fill(number);
+        if let Some(blocks) = geometry.blocks(sector, count) {
+            for index in pieces_of(&blocks) {
+                active.save_piece(index, |len| KVec::with_capacity(len, save_flags()).ok());
+            }
+            if let Some(bytes) = active.map.get_mut(blocks) {
+                bytes.fill(number);
+            }
         }
         let cow = active.cow;
         drop(active);
@@ -320,54 +487,93 @@ impl Cbt {
     /// A range that starts inside the device is cut at its end. Fails with `EINVAL` if `count`
     /// is 0 or `sector` is at or past the end of the device (as far as the maps cover it).
     pub(crate) fn mark_dirty(&self, sector: u64, count: u64) -> Result {
-        let mut frozen = self.frozen.lock();
+        let frozen = self.frozen.lock();
         if sector >= frozen.geometry.capacity_sectors() {
             return Err(EINVAL);
         }
         let blocks = frozen.geometry.blocks(sector, count).ok_or(EINVAL)?;
-        let frozen_number = frozen.number;
-        if let Some(bytes) = frozen.map.get_mut(blocks.clone()) {
-            bytes.fill(frozen_number);
-        }
-        let mut active = self.active.lock();
-        let number = active.number;
-        if let Some(bytes) = active.map.get_mut(blocks) {
-            bytes.fill(number);
+        for index in pieces_of(&blocks) {
+            let part = blocks.start.max(index * PIECE)..blocks.end.min((index + 1) * PIECE);
+            // The frozen lock keeps the view as it is; a write may save the piece meanwhile.
+            let shared = {
+                let active = self.active.lock();
+                matches!(active.view, View::Pieces)
+                    && matches!(active.pieces.get(index), Some(Piece::Shared))
+            };
+            let spare = if shared {
+                KVec::with_capacity(PIECE, GFP_KERNEL).ok()
+            } else {
+                None
+            };
+            let mut active = self.active.lock();
+            active.save_piece(index, |_| spare);
+            active.fill_frozen(part.clone(), frozen.number);
+            let number = active.number;
+            if let Some(bytes) = active.map.get_mut(part) {
+                bytes.fill(number);
+            }
         }
         Ok(())
+    }
+
+    /// Marks every block as changed, in the active map and in the frozen one, as
+    /// [`Cbt::mark_dirty`] does for the whole device, but without allocating: it may be called
+    /// while file systems are frozen.
+    pub(crate) fn mark_all(&self) {
+        let frozen = self.frozen.lock();
+        let mut active = self.active.lock();
+        let active = &mut *active;
+        match &mut active.view {
+            View::Uniform => {}
+            View::Own(map) => map.fill(frozen.number),
+            View::Pieces => {
+                for piece in active.pieces.iter_mut() {
+                    *piece = Piece::Lost;
+                }
+            }
+        }
+        let number = active.number;
+        active.map.fill(number);
     }
 
     /// Prepares a take, for a device of `capacity_sectors` sectors now.
     ///
     /// Call it before the device is frozen: if the capacity changed since the maps were sized,
-    /// or a write went past their end, this allocates the maps of a new generation, with the
-    /// geometry that the parameters of the tracker choose for the capacity. Fails with `ENOMEM`
-    /// if they cannot be allocated, with `EFBIG` if the capacity needs too many blocks.
+    /// or a write went past their end, this allocates the map of a new generation, with the
+    /// geometry that the parameters of the tracker choose for the capacity; if the take runs out
+    /// of changes numbers, a cleared map of the same geometry. Fails with `ENOMEM` if they cannot
+    /// be allocated, with `EFBIG` if the capacity needs too many blocks.
     pub(crate) fn prepare_take(&self, capacity_sectors: u64) -> Result<PreparedTake> {
-        let (geometry, grown) = {
+        let (geometry, grown, number) = {
             let active = self.active.lock();
-            (active.geometry, active.grown)
+            (active.geometry, active.grown, active.number)
         };
         let resize = if grown || capacity_sectors != geometry.capacity_sectors() {
             let geometry = Geometry::new(capacity_sectors, &self.params)?;
-            // INVARIANT: Both maps are made for `geometry`, filled as required.
+            // INVARIANT: The map and the pieces are made for `geometry`, as required.
             Some(Resize {
                 geometry,
                 active: new_map(&geometry, 0)?,
-                frozen: new_map(&geometry, 1)?,
+                pieces: new_pieces(&geometry)?,
             })
+        } else {
+            None
+        };
+        let fresh = if resize.is_none() && number == u8::MAX {
+            Some(new_map(&geometry, 0)?)
         } else {
             None
         };
         Ok(PreparedTake {
             generation: random::uuid_v4(),
             resize,
+            fresh,
         })
     }
 
-    /// Takes a snapshot of the map: freezes a copy of the active map and starts a new changes
+    /// Takes a snapshot of the map: freezes the active map as it is and starts a new changes
     /// number; with `cow`, turns copy-on-write on in the same step (see [`Cbt::mark`]). Never
-    /// allocates, never fails.
+    /// allocates, never fails; it copies no map either.
     ///
     /// Returns whether a new generation began. After the take with changes number 255 the
     /// active map is cleared and numbering starts again from 1 in a new generation. With maps
@@ -377,7 +583,7 @@ impl Cbt {
     /// next take.
     pub(crate) fn take(&self, prepared: PreparedTake, cow: bool) -> bool {
         match prepared.resize {
-            None => self.switch(prepared.generation, cow),
+            None => self.switch(prepared.generation, prepared.fresh, cow),
             Some(resize) => {
                 self.restart(resize, prepared.generation, cow);
                 true
@@ -385,58 +591,83 @@ impl Cbt {
         }
     }
 
-    /// Freezes a copy of the active map and starts a new changes number, or a new generation
-    /// `next` after 255, and turns copy-on-write on or off (`cow`). Returns whether a new
-    /// generation began.
-    fn switch(&self, next: Generation, cow: bool) -> bool {
+    /// Freezes the active map as it is and starts a new changes number, or a new generation
+    /// `next` after 255 with the cleared map `fresh`, and turns copy-on-write on or off (`cow`).
+    /// Returns whether a new generation began.
+    fn switch(&self, next: Generation, fresh: Option<Map>, cow: bool) -> bool {
         let mut frozen = self.frozen.lock();
         let mut active = self.active.lock();
         active.cow = cow;
-        // Both maps have the size of the geometry; a zipped copy cannot panic.
-        for (to, from) in frozen.map.iter_mut().zip(active.map.iter()) {
-            *to = *from;
-        }
         frozen.number = active.number;
         frozen.generation = active.generation;
-        if active.number == u8::MAX {
-            active.map.fill(0);
+        let mut fresh = fresh;
+        let wrapped = active.number == u8::MAX;
+        // INVARIANT: Every piece is shared with a map that nothing wrote since, or the map is
+        // frozen whole; the new numbers are above every byte of the active map.
+        for piece in active.pieces.iter_mut() {
+            *piece = Piece::Shared;
+        }
+        let old_view = if !wrapped {
+            active.number += 1;
+            mem::replace(&mut active.view, View::Pieces)
+        } else {
             active.number = 1;
             active.generation = next;
-            true
-        } else {
-            active.number += 1;
-            false
-        }
+            match fresh.take() {
+                Some(map) if map.len() == active.map.len() => {
+                    let old = mem::replace(&mut active.map, map);
+                    mem::replace(&mut active.view, View::Own(old))
+                }
+                // Not prepared for it (the numbers moved on since the preparation): every block
+                // shows as changed in this take, so that no change is missed.
+                other => {
+                    fresh = other;
+                    for piece in active.pieces.iter_mut() {
+                        *piece = Piece::Lost;
+                    }
+                    active.map.fill(0);
+                    mem::replace(&mut active.view, View::Pieces)
+                }
+            }
+        };
+        drop(active);
+        drop(frozen);
+        // Outside of the locks: freeing memory from `vmalloc()` may sleep.
+        drop(old_view);
+        drop(fresh);
+        wrapped
     }
 
-    /// Starts the generation `next` with the maps of `resize`, and turns copy-on-write on or off
+    /// Starts the generation `next` with the map of `resize`, and turns copy-on-write on or off
     /// (`cow`).
     fn restart(&self, resize: Resize, next: Generation, cow: bool) {
         let Resize {
             geometry,
-            active: active_map,
-            frozen: frozen_map,
+            active: map,
+            pieces,
         } = resize;
         let mut frozen = self.frozen.lock();
         let mut active = self.active.lock();
         let old = active.geometry;
-        // INVARIANT: By the invariant of `Resize`, the new maps fit the new geometry of both
-        // states, and each of their bytes is at most the new numbers, 1 < 2.
-        let old_active = mem::replace(&mut active.map, active_map);
+        // INVARIANT: By the invariant of `Resize`, the new map and pieces fit the new geometry of
+        // both states; the map is all zeroes, and the frozen map shows 1 everywhere, 1 < 2.
+        let old_map = mem::replace(&mut active.map, map);
+        let old_pieces = mem::replace(&mut active.pieces, pieces);
+        let old_view = mem::replace(&mut active.view, View::Uniform);
         active.geometry = geometry;
         active.number = 2;
         active.generation = next;
         active.grown = false;
         active.cow = cow;
-        let old_frozen = mem::replace(&mut frozen.map, frozen_map);
         frozen.geometry = geometry;
         frozen.number = 1;
         frozen.generation = next;
         drop(active);
         drop(frozen);
         // Outside of the locks: freeing memory from `vmalloc()` may sleep.
-        drop(old_active);
-        drop(old_frozen);
+        drop(old_map);
+        drop(old_pieces);
+        drop(old_view);
         pr_info!(
             "{}: capacity changed from {} to {} sectors: new generation, {} blocks of {} bytes\n",
             self.dev,
@@ -457,10 +688,10 @@ impl Cbt {
         }
     }
 
-    /// Reads up to `length` bytes of the frozen map from byte `offset`, passing them to `sink`.
-    /// Returns the number of bytes read: fewer than `length` at the end of the map, zero when
-    /// `offset` is the end. Fails with `EINVAL` if `offset` is past the end, or with the error of
-    /// `sink`.
+    /// Reads up to `length` bytes of the frozen map from byte `offset`, passing them to `sink`
+    /// piece by piece. Returns the number of bytes read: fewer than `length` at the end of the
+    /// map, zero when `offset` is the end. Fails with `EINVAL` if `offset` is past the end, with
+    /// `ENOMEM`, or with the error of `sink`.
     pub(crate) fn read_map(
         &self,
         offset: u32,
@@ -473,8 +704,18 @@ impl Cbt {
             return Err(EINVAL);
         }
         let n = length.min(count - offset);
-        let range = offset as usize..(offset + n) as usize;
-        sink(frozen.map.get(range).ok_or(EINVAL)?)?;
+        let (mut at, end) = (offset as usize, (offset + n) as usize);
+        // Copied out under the spinlock, passed on outside it: `sink` may sleep.
+        let mut buf = KVec::with_capacity(PIECE.min(end - at), GFP_KERNEL)?;
+        while at < end {
+            let to = end.min((at / PIECE + 1) * PIECE);
+            buf.clear();
+            self.active
+                .lock()
+                .frozen_bytes(at..to, frozen.number, &mut buf)?;
+            sink(&buf)?;
+            at = to;
+        }
         Ok(n)
     }
 }
@@ -731,25 +972,152 @@ mod tests {
         Ok(())
     }
 
+    /// The memory of a tracker of `blocks` blocks whose frozen map has `saved` pieces of its own.
+    fn memory_of(blocks: usize, saved: usize) -> usize {
+        blocks + saved * PIECE + blocks.div_ceil(PIECE) * mem::size_of::<Piece>()
+    }
+
     #[test]
-    fn both_maps_are_allocated_when_tracking_starts() -> Result {
+    fn takes_allocate_nothing_and_copy_no_map() -> Result {
         let p = Params::new(9, 1 << 20, 9);
         let cbt = tracker(700, &p)?;
-        assert_eq!(cbt.memory(), 1400);
+        // One byte per block: the frozen map is not a copy.
+        assert_eq!(cbt.memory(), memory_of(700, 0));
+        assert_eq!(Cbt::start_memory(&cbt.info().geometry), cbt.memory());
         let _ = cbt.mark(0, 700);
         // A take at the same capacity needs no memory.
         let prepared = cbt.prepare_take(700)?;
         assert!(prepared.resize.is_none());
+        assert!(prepared.fresh.is_none());
         assert!(!cbt.take(prepared, false));
-        assert_eq!(cbt.memory(), 1400);
+        assert_eq!(cbt.memory(), memory_of(700, 0));
         assert!(frozen_map(&cbt)?.iter().all(|&b| b == 1));
-        // Nor does the one that wraps the changes number around.
         for _ in 0..253 {
             assert!(!take(&cbt)?);
         }
         assert_eq!(cbt.info().changes_number, 254);
-        assert!(take(&cbt)?);
-        assert_eq!(cbt.memory(), 1400);
+        // The take that runs out of numbers needs a cleared map, allocated beforehand, and the
+        // frozen map keeps the old one until the next take.
+        let _ = cbt.mark(0, 1);
+        let prepared = cbt.prepare_take(700)?;
+        assert!(prepared.fresh.is_some());
+        assert!(cbt.take(prepared, false));
+        assert_eq!(cbt.memory(), memory_of(700, 0) + 700);
+        let map = frozen_map(&cbt)?;
+        assert_eq!(map.first(), Some(&255));
+        assert!(map.iter().skip(1).all(|&b| b == 1));
+        assert!(!take(&cbt)?);
+        assert_eq!(cbt.memory(), memory_of(700, 0));
+        Ok(())
+    }
+
+    #[test]
+    fn the_first_write_after_a_take_saves_its_piece_of_the_frozen_map() -> Result {
+        let p = Params::new(9, 1 << 20, 9);
+        // Three pieces, the last one partial.
+        let blocks = 2 * PIECE + 100;
+        let cbt = tracker(blocks as u64, &p)?;
+        // Before the first take, writes save nothing: the frozen map shows zeroes.
+        let _ = cbt.mark(0, 1);
+        let _ = cbt.mark(PIECE as u64, 1);
+        assert_eq!(cbt.memory(), memory_of(blocks, 0));
+        take(&cbt)?;
+        assert_eq!(cbt.memory(), memory_of(blocks, 0));
+        // The first write into the second piece saves it; a second write there does not.
+        let _ = cbt.mark(PIECE as u64, 2);
+        assert_eq!(cbt.memory(), memory_of(blocks, 1));
+        let _ = cbt.mark(PIECE as u64 + 7, 1);
+        assert_eq!(cbt.memory(), memory_of(blocks, 1));
+        // A write into the last, partial piece saves just that part.
+        let _ = cbt.mark(blocks as u64 - 1, 1);
+        assert_eq!(cbt.memory(), memory_of(blocks, 1) + 100);
+        // The frozen map is the map as the take left it.
+        let map = frozen_map(&cbt)?;
+        assert_eq!(map.len(), blocks);
+        assert_eq!(map.iter().filter(|&&b| b != 0).count(), 2);
+        assert_eq!(map[0], 1);
+        assert_eq!(map[PIECE], 1);
+        // Reads that cross pieces, at odd offsets.
+        let mut got = KVec::new();
+        cbt.read_map(PIECE as u32 - 2, 5, &mut |piece| {
+            got.extend_from_slice(piece, GFP_KERNEL)?;
+            Ok(())
+        })?;
+        assert_eq!(got.as_slice(), &[0, 0, 1, 0, 0]);
+        // The next take frees the saved pieces and shows the writes after the first take.
+        take(&cbt)?;
+        assert_eq!(cbt.memory(), memory_of(blocks, 0));
+        let map = frozen_map(&cbt)?;
+        assert_eq!(map[0], 1);
+        assert_eq!(map[PIECE], 2);
+        assert_eq!(map[PIECE + 1], 2);
+        assert_eq!(map[PIECE + 7], 2);
+        assert_eq!(map[blocks - 1], 2);
+        assert_eq!(map.iter().filter(|&&b| b != 0).count(), 5);
+        Ok(())
+    }
+
+    #[test]
+    fn a_piece_that_cannot_be_saved_shows_every_block_changed() -> Result {
+        let p = Params::new(9, 1 << 20, 9);
+        let blocks = 2 * PIECE;
+        let cbt = tracker(blocks as u64, &p)?;
+        let _ = cbt.mark(3, 1);
+        take(&cbt)?;
+        // No memory for the second piece: it is lost, the first one stays shared.
+        cbt.active.lock().save_piece(1, |_| None);
+        let _ = cbt.mark(PIECE as u64 + 5, 1);
+        assert_eq!(cbt.memory(), memory_of(blocks, 0));
+        let map = frozen_map(&cbt)?;
+        assert_eq!(map[3], 1);
+        assert_eq!(map.iter().take(PIECE).filter(|&&b| b != 0).count(), 1);
+        // Every block of the lost piece shows as changed in the take: clients copy it.
+        assert!(map.iter().skip(PIECE).all(|&b| b == 1));
+        // The next take is exact again.
+        take(&cbt)?;
+        let map = frozen_map(&cbt)?;
+        assert_eq!(map[PIECE + 5], 2);
+        assert_eq!(map.iter().filter(|&&b| b == 2).count(), 1);
+        Ok(())
+    }
+
+    #[test]
+    fn a_take_out_of_numbers_without_a_cleared_map_shows_every_block_changed() -> Result {
+        let p = Params::new(12, 1024, 12);
+        let cbt = tracker(64, &p)?;
+        for _ in 0..254 {
+            take(&cbt)?;
+        }
+        let _ = cbt.mark(8, 1);
+        // The numbers moved on since a preparation, which thus has no cleared map.
+        let prepared = PreparedTake {
+            generation: random::uuid_v4(),
+            resize: None,
+            fresh: None,
+        };
+        assert!(cbt.take(prepared, false));
+        assert_eq!(cbt.info().changes_number, 255);
+        assert_eq!(frozen_map(&cbt)?.as_slice(), &[255u8; 8]);
+        // The new generation starts cleared all the same.
+        let _ = cbt.mark(16, 1);
+        assert!(!take(&cbt)?);
+        assert_eq!(frozen_map(&cbt)?.as_slice(), &[0, 0, 1, 0, 0, 0, 0, 0]);
+        Ok(())
+    }
+
+    #[test]
+    fn marking_all_needs_no_memory() -> Result {
+        let p = Params::new(9, 1 << 20, 9);
+        let blocks = PIECE + 10;
+        let cbt = tracker(blocks as u64, &p)?;
+        let _ = cbt.mark(0, 1);
+        take(&cbt)?;
+        cbt.mark_all();
+        assert_eq!(cbt.memory(), memory_of(blocks, 0));
+        // This take's map and the next show every block.
+        assert!(frozen_map(&cbt)?.iter().all(|&b| b == 1));
+        take(&cbt)?;
+        assert!(frozen_map(&cbt)?.iter().all(|&b| b == 2));
         Ok(())
     }
 
@@ -802,7 +1170,7 @@ mod tests {
         assert_eq!(info.geometry.block_size(), 4096);
         assert_eq!(info.geometry.block_count(), 13);
         assert_eq!(frozen_map(&cbt)?.as_slice(), &[1u8; 13]);
-        assert_eq!(cbt.memory(), 26);
+        assert_eq!(cbt.memory(), memory_of(13, 0));
         // Tracking goes on in the new generation, over the whole device.
         let _ = cbt.mark(96, 4);
         assert!(!take(&cbt)?);
@@ -887,7 +1255,7 @@ mod tests {
         let after = cbt.info();
         assert_eq!(after.geometry, before.geometry);
         assert_eq!(after.generation, before.generation);
-        assert_eq!(cbt.memory(), 128);
+        assert_eq!(cbt.memory(), memory_of(64, 0));
         assert!(!take(&cbt)?);
         assert_eq!(frozen_map(&cbt)?.first(), Some(&1));
         Ok(())

@@ -303,11 +303,11 @@ impl Filter for Tracker {
         };
         let link = Geometry::new(bdev.nr_sectors(), &params).and_then(|geometry| {
             pr_info!(
-                "{}: {} tracking blocks of {} bytes, two change maps of {} bytes\n",
+                "{}: {} tracking blocks of {} bytes, change maps of {} bytes\n",
                 dev,
                 geometry.block_count(),
                 geometry.block_size(),
-                geometry.block_count()
+                Cbt::start_memory(&geometry)
             );
             let cbt = Cbt::new(dev, geometry, params)?;
             Arc::pin_init(

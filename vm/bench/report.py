@@ -232,7 +232,7 @@ def table(s):
                   "| what | unit | expected (MiB/TiB) | measured (MiB/TiB) | slab Δ (KiB) | "
                   "vmalloc Δ (KiB) |", "|---|---|---|---|---|---|"]
         for x in s["memory"]:
-            unit = (f"blocks of {x['block_bytes'] // 1024} KiB, 2 maps of 1 byte per block"
+            unit = (f"blocks of {x['block_bytes'] // 1024} KiB, a map of 1 byte per block (+0.6 % for its pieces)"
                     if x["what"] == "tracking" else
                     f"chunks of {x['chunk_bytes'] // 1024} KiB, 5 bytes per chunk")
             lines.append(f"| {x['what']} ({x['devices']} devices) | {unit} | "

@@ -481,8 +481,8 @@ m2=$(meminfo)
 "$BIN" snapshot destroy --id "$ID" >/dev/null
 ID=
 m3=$(meminfo)
-maps=$(dmesg | sed -n 's/.* tracking blocks of [0-9]* bytes, two change maps of \([0-9]*\) bytes.*/\1/p' |
-	tail -"$TIB_DEVS" | awk '{ s += 2 * $1 } END { print s }')
+maps=$(dmesg | sed -n 's/.* tracking blocks of [0-9]* bytes, change maps of \([0-9]*\) bytes.*/\1/p' |
+	tail -"$TIB_DEVS" | awk '{ s += $1 } END { print s }')
 # The chunk map: a state byte and a 32-bit slot per chunk.
 cap=$((1 << 40))
 cshift=$(chunk_shift "$cap")

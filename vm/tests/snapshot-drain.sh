@@ -15,6 +15,9 @@
 # - the take's change map counts W and not W2, the next take's map W2 and
 #   a later write: W belongs to this backup, so this image must have it
 #   (else no backup of the chain would).
+# Then a write W3 is held longer than the take waits: the take gives up,
+# says so in the kernel log, and its change map and the next one count
+# every block, so that no backup of the chain misses W3.
 # vm: --timeout 300
 # vm-requires: CONFIG_BLKSNAP CONFIG_BLK_DEV_NULL_BLK CONFIG_CONFIGFS_FS CONFIG_DM_DELAY
 set -euo pipefail
@@ -23,7 +26,11 @@ set -euo pipefail
 [ "$(id -u)" -eq 0 ] || fail "must run as root"
 need_tool
 SIZE_MIB=16
-DELAY_MS=3000
+DELAY_MS=4000
+# The take waits DRAIN_TIMEOUT_MS for writes in flight (snapshot.rs); W3 is
+# held longer.
+DRAIN_TIMEOUT_MS=5000
+LONG_DELAY_MS=7000
 # W: 64 KiB at 1 MiB. W2: 64 KiB at 1 MiB + 128 KiB, in W's chunk (chunks
 # are 256 KiB or more) and not in its tracking blocks (64 KiB). A write
 # after the snapshot: 64 KiB at 4 MiB.
@@ -87,6 +94,14 @@ last_take() {
 }
 # writes_in_flight: the origin's writes in flight, as the block layer counts them.
 writes_in_flight() { awk '{ print $2 }' "/sys/block/$(basename "$(readlink -f "$D")")/inflight"; }
+# wait_in_flight NAME: waits until the origin shows the write NAME in flight.
+wait_in_flight() {
+	for _ in $(seq 100); do
+		[ "$(writes_in_flight)" -gt 0 ] && return
+		sleep 0.05
+	done
+	fail "$1 never showed in flight on $D"
+}
 
 N=$(make_nullb drain "$SIZE_MIB" 1)
 SECTORS=$(blockdev --getsz "$N")
@@ -107,11 +122,7 @@ ID=$("$BIN" snapshot create --storage "$WORK" --limit 64M "$D")
 step "W in flight when the snapshot is taken; W2 once the map is switched"
 put "$WORK/w" "$OFF" &
 PIDS+=($!)
-for _ in $(seq 100); do
-	[ "$(writes_in_flight)" -gt 0 ] && break
-	sleep 0.05
-done
-[ "$(writes_in_flight)" -gt 0 ] || fail "W never showed in flight on $D"
+wait_in_flight W
 t0=$(date +%s%N)
 bs snapshot take --id "$ID" >/dev/null &
 TAKE=$!
@@ -156,4 +167,30 @@ bs snapshot take --id "$ID" >/dev/null
 got=$(last_take)
 [ "$got" = "$(counted "$OFF2" "$LATER")" ] ||
 	fail "blocks counted in the next take: '$got', expected '$(counted "$OFF2" "$LATER")'"
+
+step "W3 held past the take's drain timeout: this take's map and the next count every block"
+bs snapshot destroy --id "$ID" >/dev/null
+ID=
+dmsetup reload "$DELAYED" --table "0 $SECTORS delay $N 0 0 $N 0 $LONG_DELAY_MS"
+dmsetup resume "$DELAYED"
+ID=$("$BIN" snapshot create --storage "$WORK" --limit 64M "$D")
+head -c "$LEN" /dev/urandom >"$WORK/w3"
+put "$WORK/w3" "$OFF" &
+PIDS+=($!)
+wait_in_flight W3
+t0=$(date +%s%N)
+bs snapshot take --id "$ID" >/dev/null
+t1=$(date +%s%N)
+echo "take: $(((t1 - t0) / 1000000)) ms"
+dmesg | grep -q "writes still in flight after $DRAIN_TIMEOUT_MS ms" ||
+	fail "the kernel log does not report the drain's timeout"
+all=$(seq 0 $(($(cbt_field "$D" block_count) - 1)) | tr '\n' ' ')
+[ "$(last_take)" = "$all" ] || fail "the take's map does not count every block: '$(last_take)'"
+for p in "${PIDS[@]}"; do wait "$p" || fail "a write failed"; done
+PIDS=()
+same "$D" "$OFF" "$WORK/w3" || fail "the origin lacks W3"
+bs snapshot destroy --id "$ID" >/dev/null
+ID=$("$BIN" snapshot create --storage "$WORK" --limit 64M "$D")
+bs snapshot take --id "$ID" >/dev/null
+[ "$(last_take)" = "$all" ] || fail "the next take's map does not count every block: '$(last_take)'"
 echo "snapshot-drain: all checks passed"
