@@ -30,7 +30,7 @@ DELAY_MS=4000
 # The take waits DRAIN_TIMEOUT_MS for writes in flight (snapshot.rs); W3 is
 # held longer.
 DRAIN_TIMEOUT_MS=5000
-LONG_DELAY_MS=7000
+LONG_DELAY_MS=10000
 # W: 64 KiB at 1 MiB. W2: 64 KiB at 1 MiB + 128 KiB, in W's chunk (chunks
 # are 256 KiB or more) and not in its tracking blocks (64 KiB). A write
 # after the snapshot: 64 KiB at 4 MiB.
