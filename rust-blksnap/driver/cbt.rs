@@ -5,19 +5,20 @@
 //! The device is cut into blocks of equal, power-of-two size, and the map holds one byte per
 //! block. A write stores the current changes number in the bytes of the blocks it touches.
 //!
-//! There are two copies of the map, both allocated when tracking starts. The active one is
-//! updated by the I/O path. The frozen copy is what user space reads: a take copies the active
-//! map into it and starts a new changes number. When the changes number would pass 255, the
-//! active map is cleared and a new generation (a random UUID) begins, since old numbers can no
-//! longer be told from new ones.
+//! The active map, allocated when tracking starts, is updated by the I/O path. The frozen map is
+//! what user space reads: the active map as the last take left it, when the take started a new
+//! changes number. It is no copy: the first write into a piece of the active map after a take
+//! saves that piece for the frozen map (see [`Cbt`]). When the changes number would pass 255,
+//! the active map is replaced by a cleared one and a new generation (a random UUID) begins, since
+//! old numbers can no longer be told from new ones.
 //!
 //! A take happens while the file system on the device is frozen, so it must not allocate: what it
 //! may need is allocated beforehand by [`Cbt::prepare_take`], which may fail, and [`Cbt::take`]
-//! itself cannot. Memory is only needed when the capacity of the device changed: the maps are
-//! sized for the capacity seen when tracking started (or at the last resize), so a write past it
-//! cannot be recorded. Such a write, or a new capacity seen by `prepare_take`, makes the next take
-//! start a new generation with maps sized for the new capacity, in which every block counts as
-//! changed: clients then make a full backup.
+//! itself cannot. Memory is only needed for the cleared map of a new generation, and when the
+//! capacity of the device changed: the maps are sized for the capacity seen when tracking started
+//! (or at the last resize), so a write past it cannot be recorded. Such a write, or a new capacity
+//! seen by `prepare_take`, makes the next take start a new generation with a map sized for the
+//! new capacity, in which every block counts as changed: clients then make a full backup.
 
 use core::{mem, ops::Range};
 use kernel::{
