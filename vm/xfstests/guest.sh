@@ -73,9 +73,13 @@ chmod +x "$W/bin/dmsetup"
 
 step "setup: users"
 umount /etc/shadow 2>/dev/null || true
+# Each gets its home directory (/home is writable in the guest): su warns
+# on stderr without it, which the quota tests (generic/681, 682) compare.
 for u in fsgqa fsgqa2 123456-fsgqa; do
 	id "$u" >/dev/null 2>&1 || useradd -M -U "$u" >/dev/null 2>&1 ||
 		useradd -M -U --badname "$u" >/dev/null 2>&1 || fail "useradd $u failed"
+	home=$(getent passwd "$u" | cut -d: -f6)
+	mkdir -p "$home" && chown "$u:" "$home" || fail "no home directory $home for $u"
 done
 
 mkfs_dev() {
