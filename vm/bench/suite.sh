@@ -97,9 +97,12 @@ trap cleanup EXIT
 # cannot synchronise with it (no semaphores), so the node comes late. After a
 # create or a remove, waits for udev: a remove's event handled late took away
 # the node of the device created next under the same name (mount: "Can't
-# lookup blockdev").
+# lookup blockdev"). A remove retries while the device is busy (udev's
+# probe of a device just made can still hold it open: "Device or resource
+# busy" once in a suite run).
 dm() {
 	local n=0
+	[ "$1" != remove ] || set -- remove --retry "${@:2}"
 	dmsetup "$@" 2>"$DMERR" || {
 		cat "$DMERR" >&2
 		return 1
