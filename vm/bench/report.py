@@ -232,7 +232,8 @@ def table(s):
                   "| what | unit | expected (MiB/TiB) | measured (MiB/TiB) | slab Δ (KiB) | "
                   "vmalloc Δ (KiB) |", "|---|---|---|---|---|---|"]
         for x in s["memory"]:
-            unit = (f"blocks of {x['block_bytes'] // 1024} KiB, a map of 1 byte per block (+0.6 % for its pieces)"
+            unit = (f"blocks of {x['block_bytes'] // 1024} KiB, a map of 1 byte per block "
+                    "and an index of its 4096-block pieces"
                     if x["what"] == "tracking" else
                     f"chunks of {x['chunk_bytes'] // 1024} KiB, 5 bytes per chunk")
             lines.append(f"| {x['what']} ({x['devices']} devices) | {unit} | "
