@@ -24,4 +24,24 @@ for p in "$out"/0*.patch; do
 	fi
 done
 [ $bad -eq 0 ] || die "checkpatch --strict is not clean on the series ($out)"
-log "series: $n patches in $out, checkpatch --strict clean"
+
+# kernel-doc, which a W=1 build runs on .c files: no file the series adds or
+# changes may warn more than its base version does.
+kdoc_warnings() { (cd "$KSRC" && perl scripts/kernel-doc -none -Wall "$1" 2>&1 | grep -ci warning || true); }
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+while IFS= read -r f; do
+	git -C "$KSRC" show "fork:$f" >"$tmp/fork.${f##*.}"
+	now=$(kdoc_warnings "$tmp/fork.${f##*.}")
+	was=0
+	if git -C "$KSRC" show "base:$f" >"$tmp/base.${f##*.}" 2>/dev/null; then
+		was=$(kdoc_warnings "$tmp/base.${f##*.}")
+	fi
+	if [ "$now" -gt "$was" ]; then
+		echo "kernel-doc: $f: $now warnings, $was in the base:" >&2
+		(cd "$KSRC" && perl scripts/kernel-doc -none -Wall "$tmp/fork.${f##*.}") >&2 || true
+		bad=1
+	fi
+done < <(git -C "$KSRC" diff --name-only base..fork -- '*.c' '*.h')
+[ $bad -eq 0 ] || die "kernel-doc warns on the series"
+log "series: $n patches in $out, checkpatch --strict and kernel-doc clean"

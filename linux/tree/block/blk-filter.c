@@ -249,58 +249,6 @@ void blkfilter_fence(void)
 EXPORT_SYMBOL_GPL(blkfilter_fence);
 
 /**
- * blkfilter_drain - wait for the writes in flight on block devices
- * @bdevs: the block devices
- * @nr: how many there are
- * @timeout_ms: how long to wait at most
- *
- * blkfilter_fence() waits for the @ops->submit_bio calls, not for the bios
- * they let go on. A filter that must know that the writes it let pass
- * before a change of its state have completed (taking a snapshot, say, whose
- * image must hold every write counted before it) calls this after it.
- *
- * This freezes the queue of each device and unfreezes it: on a blk-mq
- * device, every request that had entered the queue has completed then. The
- * freezes start together, so that the devices share the RCU grace period a
- * freeze waits for. On a bio-based device, a freeze only waits for the
- * driver's ->submit_bio() of the bios that had entered the queue to return,
- * so this then waits until the device counts no write in flight. That count
- * is the device's I/O accounting (its "inflight" sysfs attribute): a
- * bio-based driver that does not account its I/O, or that accounts a bio
- * only once it passes it on (dm-delay), is waited for only as far as it
- * counts. The count includes writes that come in meanwhile; the caller
- * should hold back the ones it can (the bios its filter takes over), or the
- * wait may last the whole timeout.
- *
- * The same window as for blkfilter_attach() stays open: a bio that passed
- * the hook but had not entered the queue yet may reach the device later.
- *
- * After blkfilter_drain_prepare(), the freezes need no grace period; the
- * queues' counters go back to per-cpu mode here either way.
- *
- * Context: May sleep; not from @ops->submit_bio.
- * Return: 0, or -ETIMEDOUT if writes were still in flight on one of the
- * devices after @timeout_ms in all (a request that never completes, say).
- */
-/*
- * A registered queue counts its users in per-cpu mode (blk_register_queue());
- * an unregistered one stays in atomic mode, which blkfilter_drain_prepare()
- * then leaves alone.
- */
-static void blkfilter_drain_restore(struct block_device *const *bdevs,
-				    unsigned int nr)
-{
-	unsigned int i;
-
-	for (i = 0; i < nr; i++) {
-		struct request_queue *q = bdev_get_queue(bdevs[i]);
-
-		if (blk_queue_registered(q))
-			percpu_ref_switch_to_percpu(&q->q_usage_counter);
-	}
-}
-
-/**
  * blkfilter_drain_prepare - make a blkfilter_drain() of block devices short
  * @bdevs: the block devices
  * @nr: how many there are
@@ -335,15 +283,60 @@ EXPORT_SYMBOL_GPL(blkfilter_drain_prepare);
  * @bdevs: the block devices
  * @nr: how many there are
  *
+ * Switches the counters of the devices' queues back to per-cpu mode, in
+ * which a registered queue counts its users (blk_register_queue()); an
+ * unregistered one is left in atomic mode. blkfilter_drain() ends with it.
+ *
  * Context: May sleep.
  */
 void blkfilter_drain_cancel(struct block_device *const *bdevs,
 			    unsigned int nr)
 {
-	blkfilter_drain_restore(bdevs, nr);
+	unsigned int i;
+
+	for (i = 0; i < nr; i++) {
+		struct request_queue *q = bdev_get_queue(bdevs[i]);
+
+		if (blk_queue_registered(q))
+			percpu_ref_switch_to_percpu(&q->q_usage_counter);
+	}
 }
 EXPORT_SYMBOL_GPL(blkfilter_drain_cancel);
 
+/**
+ * blkfilter_drain - wait for the writes in flight on block devices
+ * @bdevs: the block devices
+ * @nr: how many there are
+ * @timeout_ms: how long to wait at most
+ *
+ * blkfilter_fence() waits for the @ops->submit_bio calls, not for the bios
+ * they let go on. A filter that must know that the writes it let pass
+ * before a change of its state have completed (taking a snapshot, say, whose
+ * image must hold every write counted before it) calls this after it.
+ *
+ * This freezes the queue of each device and unfreezes it: on a blk-mq
+ * device, every request that had entered the queue has completed then. The
+ * freezes start together, so that the devices share the RCU grace period a
+ * freeze waits for. On a bio-based device, a freeze only waits for the
+ * driver's ->submit_bio() of the bios that had entered the queue to return,
+ * so this then waits until the device counts no write in flight. That count
+ * is the device's I/O accounting (its "inflight" sysfs attribute): a
+ * bio-based driver that does not account its I/O, or that accounts a bio
+ * only once it passes it on (dm-delay), is waited for only as far as it
+ * counts. The count includes writes that come in meanwhile; the caller
+ * should hold back the ones it can (the bios its filter takes over), or the
+ * wait may last the whole timeout.
+ *
+ * The same window as for blkfilter_attach() stays open: a bio that passed
+ * the hook but had not entered the queue yet may reach the device later.
+ *
+ * After blkfilter_drain_prepare(), the freezes need no grace period; the
+ * queues' counters go back to per-cpu mode here either way.
+ *
+ * Context: May sleep; not from @ops->submit_bio.
+ * Return: 0, or -ETIMEDOUT if writes were still in flight on one of the
+ * devices after @timeout_ms in all (a request that never completes, say).
+ */
 int blkfilter_drain(struct block_device *const *bdevs, unsigned int nr,
 		    unsigned int timeout_ms)
 {
@@ -361,7 +354,7 @@ int blkfilter_drain(struct block_device *const *bdevs, unsigned int nr,
 			ret = -ETIMEDOUT;
 		blk_mq_unfreeze_queue_nomemrestore(q);
 	}
-	blkfilter_drain_restore(bdevs, nr);
+	blkfilter_drain_cancel(bdevs, nr);
 
 	for (i = 0; i < nr && !ret; i++) {
 		if (queue_is_mq(bdev_get_queue(bdevs[i])))
