@@ -23,6 +23,7 @@
 use core::{mem, ops::Range};
 use kernel::{
     alloc::{flags::__GFP_NOWARN, Flags},
+    bitmap::BitmapVec,
     block::bdev::DevT,
     new_mutex, new_spinlock,
     prelude::*,
@@ -159,25 +160,135 @@ fn save_flags() -> Flags {
     GFP_NOWAIT | __GFP_NOWARN
 }
 
+/// A piece of the frozen map saved before the active map first changed in it after the take.
+/// The last piece of a map may be longer than its part of the map: only that part is used.
+type Saved = KBox<[u8; PIECE]>;
+
+/// Allocates room for a saved piece with `flags`.
+fn new_saved(flags: Flags) -> Option<Saved> {
+    KBox::zeroed(flags).ok()
+}
+
 /// A piece of the frozen map, while it is a view of the active map ([`View::Pieces`]).
-enum Piece {
+enum Piece<'a> {
     /// The active map has not changed in this piece since the take: it is the frozen piece.
     Shared,
     /// The frozen piece, saved before the active map first changed in it after the take.
-    Saved(KVec<u8>),
+    Saved(&'a [u8; PIECE]),
     /// The piece could not be saved (there was no memory): every block of it shows as changed in
     /// the take, so that clients copy it rather than miss a change.
     Lost,
 }
 
-/// Allocates the pieces of a map for `geometry`, all shared.
-fn new_pieces(geometry: &Geometry) -> Result<KVVec<Piece>> {
-    let count = (geometry.block_count() as usize).div_ceil(PIECE);
-    let mut pieces = KVVec::with_capacity(count, GFP_KERNEL)?;
-    for _ in 0..count {
-        pieces.push(Piece::Shared, GFP_KERNEL)?;
+/// The pieces of the frozen map, one for every [`PIECE`] bytes of the active map: a pointer to
+/// the saved piece, if any, and a bit that says whether the piece is lost. That is 8 bytes and a
+/// bit for every 4096 blocks, plus 4 KiB for each piece written since the last take.
+///
+/// # Invariants
+///
+/// `saved` and `lost` have the same length, and a lost piece has no saved one.
+struct Pieces {
+    saved: KVVec<Option<Saved>>,
+    lost: BitmapVec,
+}
+
+impl Pieces {
+    /// Allocates the pieces of a map for `geometry`, all shared.
+    fn new(geometry: &Geometry) -> Result<Self> {
+        let count = Self::count(geometry);
+        let mut saved = KVVec::with_capacity(count, GFP_KERNEL)?;
+        for _ in 0..count {
+            saved.push(None, GFP_KERNEL)?;
+        }
+        // INVARIANT: Both have `count` entries, none saved, none lost.
+        Ok(Self {
+            saved,
+            lost: BitmapVec::new(count, GFP_KERNEL)?,
+        })
     }
-    Ok(pieces)
+
+    /// Returns the number of pieces of a map for `geometry`.
+    fn count(geometry: &Geometry) -> usize {
+        (geometry.block_count() as usize).div_ceil(PIECE)
+    }
+
+    /// Returns the memory that `count` pieces take when none is saved, in bytes.
+    fn index_memory(count: usize) -> usize {
+        let bitmap = if count <= BitmapVec::MAX_INLINE_LEN {
+            0
+        } else {
+            count.div_ceil(usize::BITS as usize) * mem::size_of::<usize>()
+        };
+        count * mem::size_of::<Option<Saved>>() + bitmap
+    }
+
+    /// Returns the memory the pieces take, in bytes.
+    fn memory(&self) -> usize {
+        let saved = self.saved.iter().filter(|piece| piece.is_some()).count();
+        Self::index_memory(self.saved.len()) + saved * PIECE
+    }
+
+    /// Returns piece `index`, or `None` if there is no such piece.
+    fn get(&self, index: usize) -> Option<Piece<'_>> {
+        let saved = self.saved.get(index)?;
+        // `index` is in range: `lost` is as long as `saved`.
+        Some(match saved {
+            _ if self.lost.next_bit(index) == Some(index) => Piece::Lost,
+            Some(saved) => Piece::Saved(saved),
+            None => Piece::Shared,
+        })
+    }
+
+    /// Makes every piece shared, freeing the saved ones.
+    fn share_all(&mut self) {
+        for piece in self.saved.iter_mut() {
+            *piece = None;
+        }
+        let mut at = 0;
+        while at < self.lost.len() {
+            let Some(index) = self.lost.next_bit(at) else {
+                break;
+            };
+            self.lost.clear_bit(index);
+            at = index + 1;
+        }
+    }
+
+    /// Saves piece `index`, whose part of the active map is `bytes`, in `room`; without room, the
+    /// piece is lost instead.
+    fn save(&mut self, index: usize, bytes: &[u8], room: Option<Saved>) {
+        let Some(mut saved) = room else {
+            self.lose(index);
+            return;
+        };
+        let (Some(to), Some(piece)) = (saved.get_mut(..bytes.len()), self.saved.get_mut(index))
+        else {
+            self.lose(index);
+            return;
+        };
+        to.copy_from_slice(bytes);
+        *piece = Some(saved);
+    }
+
+    /// Returns the saved piece `index`, if it is saved.
+    fn saved_mut(&mut self, index: usize) -> Option<&mut Saved> {
+        self.saved.get_mut(index)?.as_mut()
+    }
+
+    /// Makes piece `index` lost (if there is such a piece), freeing its saved copy.
+    fn lose(&mut self, index: usize) {
+        if let Some(piece) = self.saved.get_mut(index) {
+            *piece = None;
+            self.lost.set_bit(index);
+        }
+    }
+
+    /// Makes every piece lost, freeing the saved ones.
+    fn lose_all(&mut self) {
+        for index in 0..self.saved.len() {
+            self.lose(index);
+        }
+    }
 }
 
 /// Returns the indices of the pieces that the map bytes `range` fall into.
@@ -212,21 +323,17 @@ struct Active {
     cow: bool,
     view: View,
     /// One for every [`PIECE`] bytes of the map; only [`View::Pieces`] uses them.
-    pieces: KVVec<Piece>,
+    pieces: Pieces,
 }
 
 impl Active {
     /// Saves piece `index` of the frozen map if it is still shared with the active map, before
-    /// the active map changes in it. `alloc` gives room for a piece of the length it is given;
-    /// without it, the piece is lost instead (see [`Piece::Lost`]).
-    fn save_piece(&mut self, index: usize, alloc: impl FnOnce(usize) -> Option<KVec<u8>>) {
-        if !matches!(self.view, View::Pieces) {
-            return;
-        }
-        let Some(piece) = self.pieces.get_mut(index) else {
-            return;
-        };
-        if !matches!(piece, Piece::Shared) {
+    /// the active map changes in it. `alloc` gives room for the piece; without it, the piece is
+    /// lost instead (see [`Piece::Lost`]).
+    fn save_piece(&mut self, index: usize, alloc: impl FnOnce() -> Option<Saved>) {
+        if !matches!(self.view, View::Pieces)
+            || !matches!(self.pieces.get(index), Some(Piece::Shared))
+        {
             return;
         }
         let start = index * PIECE;
@@ -234,16 +341,7 @@ impl Active {
             .map
             .get(start..self.map.len().min(start + PIECE))
             .unwrap_or(&[]);
-        *piece = match alloc(bytes.len()) {
-            Some(mut saved) => {
-                // With room for the piece, the copy does not allocate.
-                match saved.extend_from_slice(bytes, save_flags()) {
-                    Ok(()) => Piece::Saved(saved),
-                    Err(_) => Piece::Lost,
-                }
-            }
-            None => Piece::Lost,
-        };
+        self.pieces.save(index, bytes, alloc());
     }
 
     /// Appends the bytes `range` of the frozen map, all in one piece, to `out`, which has room
@@ -284,9 +382,9 @@ impl Active {
             }
             View::Pieces => {
                 for index in pieces_of(&range) {
-                    if let Some(Piece::Saved(saved)) = self.pieces.get_mut(index) {
+                    if let Some(saved) = self.pieces.saved_mut(index) {
                         let at = index * PIECE;
-                        let part = range.start.max(at) - at..range.end.min(at + saved.len()) - at;
+                        let part = range.start.max(at) - at..range.end.min(at + PIECE) - at;
                         if let Some(bytes) = saved.get_mut(part) {
                             bytes.fill(number);
                         }
@@ -331,7 +429,7 @@ pub(crate) struct PreparedTake {
 struct Resize {
     geometry: Geometry,
     active: Map,
-    pieces: KVVec<Piece>,
+    pieces: Pieces,
 }
 
 /// The change tracker of one block device.
@@ -339,7 +437,8 @@ struct Resize {
 /// The active map is updated by every write. The frozen map, the one user space reads, is not a
 /// copy of it: a take leaves it as a view of the active map ([`View::Pieces`]), and the first
 /// write after the take into a piece of [`PIECE`] blocks saves that piece first. Tracking thus
-/// costs one byte per block, and a byte more only for the pieces written since the last take.
+/// costs one byte per block, 8 bytes and a bit per piece, and a byte more per block only for the
+/// pieces written since the last take.
 ///
 /// Lock order: `frozen` before `active`.
 ///
@@ -352,7 +451,7 @@ struct Resize {
 ///   the view shows it) at most `frozen.number`, and `frozen.number < active.number` when both
 ///   are of the same generation.
 /// - In [`View::Pieces`], the active map has not changed since the take in the pieces that are
-///   [`Piece::Shared`], and a saved piece is as long as its part of the map.
+///   [`Piece::Shared`], and a saved piece holds its part of the map at its start.
 #[pin_data]
 pub(crate) struct Cbt {
     /// The device, for the log.
@@ -376,7 +475,7 @@ impl Cbt {
         params: Params,
     ) -> Result<impl PinInit<Self, Error>> {
         let map = new_map(&geometry, 0)?;
-        let pieces = new_pieces(&geometry)?;
+        let pieces = Pieces::new(&geometry)?;
         let generation = random::uuid_v4();
         // INVARIANT: The map has the size of the geometry and is all zeroes, below both numbers;
         // the frozen map is all zeroes too.
@@ -404,8 +503,7 @@ impl Cbt {
     /// Returns the memory that the maps of a tracker of `geometry` take when it starts, in bytes:
     /// the active map and its pieces.
     pub(crate) fn start_memory(geometry: &Geometry) -> usize {
-        let blocks = geometry.block_count() as usize;
-        blocks + blocks.div_ceil(PIECE) * mem::size_of::<Piece>()
+        geometry.block_count() as usize + Pieces::index_memory(Pieces::count(geometry))
     }
 
     /// Returns the memory the maps use, in bytes.
@@ -419,15 +517,7 @@ impl Cbt {
             View::Own(map) => map.len(),
             View::Uniform | View::Pieces => 0,
         };
-        let saved: usize = active
-            .pieces
-            .iter()
-            .map(|piece| match piece {
-                Piece::Saved(saved) => saved.capacity(),
-                Piece::Shared | Piece::Lost => 0,
-            })
-            .sum();
-        active.map.len() + own + saved + active.pieces.len() * mem::size_of::<Piece>()
+        active.map.len() + own + active.pieces.memory()
     }
 
     /// Marks the blocks that the `count` sectors from `sector` touch as changed.
@@ -459,7 +549,7 @@ impl Cbt {
         let number = active.number;
         if let Some(blocks) = geometry.blocks(sector, count) {
             for index in pieces_of(&blocks) {
-                active.save_piece(index, |len| KVec::with_capacity(len, save_flags()).ok());
+                active.save_piece(index, || new_saved(save_flags()));
             }
             if let Some(bytes) = active.map.get_mut(blocks) {
                 bytes.fill(number);
@@ -501,13 +591,9 @@ impl Cbt {
                 matches!(active.view, View::Pieces)
                     && matches!(active.pieces.get(index), Some(Piece::Shared))
             };
-            let spare = if shared {
-                KVec::with_capacity(PIECE, GFP_KERNEL).ok()
-            } else {
-                None
-            };
+            let spare = if shared { new_saved(GFP_KERNEL) } else { None };
             let mut active = self.active.lock();
-            active.save_piece(index, |_| spare);
+            active.save_piece(index, || spare);
             active.fill_frozen(part.clone(), frozen.number);
             let number = active.number;
             if let Some(bytes) = active.map.get_mut(part) {
@@ -527,11 +613,7 @@ impl Cbt {
         match &mut active.view {
             View::Uniform => {}
             View::Own(map) => map.fill(frozen.number),
-            View::Pieces => {
-                for piece in active.pieces.iter_mut() {
-                    *piece = Piece::Lost;
-                }
-            }
+            View::Pieces => active.pieces.lose_all(),
         }
         let number = active.number;
         active.map.fill(number);
@@ -555,7 +637,7 @@ impl Cbt {
             Some(Resize {
                 geometry,
                 active: new_map(&geometry, 0)?,
-                pieces: new_pieces(&geometry)?,
+                pieces: Pieces::new(&geometry)?,
             })
         } else {
             None
@@ -595,19 +677,16 @@ impl Cbt {
     /// Freezes the active map as it is and starts a new changes number, or a new generation
     /// `next` after 255 with the cleared map `fresh`, and turns copy-on-write on or off (`cow`).
     /// Returns whether a new generation began.
-    fn switch(&self, next: Generation, fresh: Option<Map>, cow: bool) -> bool {
+    fn switch(&self, next: Generation, mut fresh: Option<Map>, cow: bool) -> bool {
         let mut frozen = self.frozen.lock();
         let mut active = self.active.lock();
         active.cow = cow;
         frozen.number = active.number;
         frozen.generation = active.generation;
-        let mut fresh = fresh;
         let wrapped = active.number == u8::MAX;
         // INVARIANT: Every piece is shared with a map that nothing wrote since, or the map is
         // frozen whole; the new numbers are above every byte of the active map.
-        for piece in active.pieces.iter_mut() {
-            *piece = Piece::Shared;
-        }
+        active.pieces.share_all();
         let old_view = if !wrapped {
             active.number += 1;
             mem::replace(&mut active.view, View::Pieces)
@@ -623,9 +702,7 @@ impl Cbt {
                 // shows as changed in this take, so that no change is missed.
                 other => {
                     fresh = other;
-                    for piece in active.pieces.iter_mut() {
-                        *piece = Piece::Lost;
-                    }
+                    active.pieces.lose_all();
                     active.map.fill(0);
                     mem::replace(&mut active.view, View::Pieces)
                 }
@@ -973,9 +1050,33 @@ mod tests {
         Ok(())
     }
 
-    /// The memory of a tracker of `blocks` blocks whose frozen map has `saved` pieces of its own.
+    /// The memory of a tracker of `blocks` blocks whose frozen map has `saved` pieces of its own:
+    /// a byte per block, a pointer per piece, and a bitmap of the pieces once it has more bits
+    /// than a word (one word per 64 pieces).
     fn memory_of(blocks: usize, saved: usize) -> usize {
-        blocks + saved * PIECE + blocks.div_ceil(PIECE) * mem::size_of::<Piece>()
+        let pieces = blocks.div_ceil(PIECE);
+        let bitmap = if pieces > 64 {
+            pieces.div_ceil(64) * 8
+        } else {
+            0
+        };
+        blocks + saved * PIECE + pieces * 8 + bitmap
+    }
+
+    #[test]
+    fn tracking_a_tebibyte_takes_two_mebibytes_and_four_kibibytes() -> Result {
+        // 1 TiB at the default geometry: 2 Mi blocks of 512 KiB, 512 pieces.
+        let g = Geometry::new(1 << 31, &DEFAULTS)?;
+        assert_eq!(g.block_size(), 512 << 10);
+        assert_eq!(g.block_count(), 2 << 20);
+        assert_eq!(Cbt::start_memory(&g), (2 << 20) + 512 * 8 + 512 / 8);
+        // 4 TiB: the blocks grow to 2 MiB, the map stays as big.
+        let g = Geometry::new(1 << 33, &DEFAULTS)?;
+        assert_eq!(Cbt::start_memory(&g), (2 << 20) + 512 * 8 + 512 / 8);
+        // 1 TiB in blocks of 64 KiB: 16 Mi blocks, 4096 pieces.
+        let g = Geometry::new(1 << 31, &Params::new(16, 1 << 20, 16))?;
+        assert_eq!(Cbt::start_memory(&g), (16 << 20) + 4096 * 8 + 4096 / 8);
+        Ok(())
     }
 
     #[test]
@@ -1029,9 +1130,9 @@ mod tests {
         assert_eq!(cbt.memory(), memory_of(blocks, 1));
         let _ = cbt.mark(PIECE as u64 + 7, 1);
         assert_eq!(cbt.memory(), memory_of(blocks, 1));
-        // A write into the last, partial piece saves just that part.
+        // A write into the last, partial piece saves it too.
         let _ = cbt.mark(blocks as u64 - 1, 1);
-        assert_eq!(cbt.memory(), memory_of(blocks, 1) + 100);
+        assert_eq!(cbt.memory(), memory_of(blocks, 2));
         // The frozen map is the map as the take left it.
         let map = frozen_map(&cbt)?;
         assert_eq!(map.len(), blocks);
@@ -1066,7 +1167,7 @@ mod tests {
         let _ = cbt.mark(3, 1);
         take(&cbt)?;
         // No memory for the second piece: it is lost, the first one stays shared.
-        cbt.active.lock().save_piece(1, |_| None);
+        cbt.active.lock().save_piece(1, || None);
         let _ = cbt.mark(PIECE as u64 + 5, 1);
         assert_eq!(cbt.memory(), memory_of(blocks, 0));
         let map = frozen_map(&cbt)?;
@@ -1113,6 +1214,9 @@ mod tests {
         let cbt = tracker(blocks as u64, &p)?;
         let _ = cbt.mark(0, 1);
         take(&cbt)?;
+        // A saved piece is freed: every piece is lost.
+        let _ = cbt.mark(PIECE as u64, 1);
+        assert_eq!(cbt.memory(), memory_of(blocks, 1));
         cbt.mark_all();
         assert_eq!(cbt.memory(), memory_of(blocks, 0));
         // This take's map and the next show every block.
