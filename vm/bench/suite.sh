@@ -463,10 +463,18 @@ stall_pairs dm-snap ext4 st_dm_snap_fs_up st_dm_snap_fs_down "$MNT/stall.dat" "$
 t_stall=$(now_us)
 
 # --- Take time and memory, on 1 TiB devices that keep no data ---
-TIBS=()
+# Tiny devices (1 MiB: a map of 16 bytes) beside them, attached first: what
+# they take is what tracking costs per device whatever its size, told apart
+# from what it costs per TiB. One more is attached and detached before any
+# figure is taken, so that what the first attach sets up once is in neither.
+TIBS=() TINYS=()
 for i in $(seq "$TIB_DEVS"); do
 	TIBS+=("$(make_nullb "sb-tib$i" 1048576 0)")
+	TINYS+=("$(make_nullb "sb-tiny$i" 1 0)")
 done
+WARM=$(make_nullb sb-warm 1 0)
+attach "$WARM"
+detach "$WARM"
 # meminfo: MemFree, Slab and VmallocUsed in KiB, caches dropped first.
 meminfo() {
 	sync
@@ -476,6 +484,8 @@ meminfo() {
 }
 "$BIN" version >/dev/null
 m0=$(meminfo)
+for d in "${TINYS[@]}"; do attach "$d"; done
+mt=$(meminfo)
 for d in "${TIBS[@]}"; do attach "$d"; done
 m1=$(meminfo)
 ID=$("$BIN" snapshot create --storage "$STORE" --limit 64M "${TIBS[@]}")
@@ -490,12 +500,13 @@ maps=$(dmesg | sed -n 's/.* tracking blocks of [0-9]* bytes, change maps of \([0
 cap=$((1 << 40))
 cshift=$(chunk_shift "$cap")
 chunks=$(((cap + (1 << cshift) - 1) >> cshift))
-read -r f0 s0 v0 <<<"$m0"
+read -r f0 _ _ <<<"$m0"
+read -r ft s0 v0 <<<"$mt"
 read -r f1 s1 v1 <<<"$m1"
 read -r f2 s2 v2 <<<"$m2"
 read -r f3 _ _ <<<"$m3"
-echo "memory: $TIB_DEVS devices of 1 TiB: tracking expected $maps bytes, MemFree -$((f0 - f1)) KiB (slab $((s1 - s0)), vmalloc $((v1 - v0))); snapshot expected $((TIB_DEVS * chunks * 5)) bytes ($chunks chunks of $((1 << cshift)) bytes each), MemFree -$((f1 - f2)) KiB (slab $((s2 - s1)), vmalloc $((v2 - v1))), $((f3 - f2)) KiB back at destroy"
-rec "{\"type\": \"memory\", \"what\": \"tracking\", \"devices\": $TIB_DEVS, \"device_bytes\": $cap, \"expected_bytes\": $maps, \"memfree_kib\": $((f0 - f1)), \"slab_kib\": $((s1 - s0)), \"vmalloc_kib\": $((v1 - v0)), \"block_bytes\": $(dmesg | sed -n 's/.* tracking blocks of \([0-9]*\) bytes.*/\1/p' | tail -1)}"
+echo "memory: $TIB_DEVS devices of 1 MiB: tracking MemFree -$((f0 - ft)) KiB; $TIB_DEVS devices of 1 TiB: tracking expected $maps bytes, MemFree -$((ft - f1)) KiB (slab $((s1 - s0)), vmalloc $((v1 - v0))); snapshot expected $((TIB_DEVS * chunks * 5)) bytes ($chunks chunks of $((1 << cshift)) bytes each), MemFree -$((f1 - f2)) KiB (slab $((s2 - s1)), vmalloc $((v2 - v1))), $((f3 - f2)) KiB back at destroy"
+rec "{\"type\": \"memory\", \"what\": \"tracking\", \"devices\": $TIB_DEVS, \"device_bytes\": $cap, \"expected_bytes\": $maps, \"memfree_kib\": $((ft - f1)), \"fixed_kib\": $((f0 - ft)), \"slab_kib\": $((s1 - s0)), \"vmalloc_kib\": $((v1 - v0)), \"block_bytes\": $(dmesg | sed -n 's/.* tracking blocks of \([0-9]*\) bytes.*/\1/p' | tail -1)}"
 rec "{\"type\": \"memory\", \"what\": \"snapshot\", \"devices\": $TIB_DEVS, \"device_bytes\": $cap, \"expected_bytes\": $((TIB_DEVS * chunks * 5)), \"memfree_kib\": $((f1 - f2)), \"slab_kib\": $((s2 - s1)), \"vmalloc_kib\": $((v2 - v1)), \"chunk_bytes\": $((1 << cshift)), \"freed_kib\": $((f3 - f2))}"
 
 # Take time for 1, 2 and 4 devices (the tool's command, and the kernel's
@@ -516,7 +527,7 @@ for n in 1 2 4; do
 		rec "{\"type\": \"take\", \"devices\": $n, \"run\": $i, \"wall_ms\": $wall, \"held_us\": $held, \"freeze_us\": $freeze}"
 	done
 done
-for d in "${TIBS[@]}"; do detach "$d"; done
+for d in "${TIBS[@]}" "${TINYS[@]}"; do detach "$d"; done
 t_end=$(now_us)
 
 rec "{\"type\": \"meta\", \"mode\": \"$MODE\", \"reps\": $REPS, \"size_mib\": $SIZE, \"chunk_sectors\": $CHUNK, \"block_bytes\": $BLOCK, \"kernel\": \"$(uname -r)\", \"cpus\": $(nproc), \"mem_kib\": $(awk '/^MemTotal:/ { print $2 }' /proc/meminfo), \"pairs_s\": $(((t_pairs - t_start) / 1000000)), \"stall_s\": $(((t_stall - t_pairs) / 1000000)), \"take_mem_s\": $(((t_end - t_stall) / 1000000))}"
