@@ -230,11 +230,12 @@ impl Pieces {
 
     /// Returns piece `index`, or `None` if there is no such piece.
     fn get(&self, index: usize) -> Option<Piece<'_>> {
-        let saved = self.saved.get(index)?;
-        // `index` is in range: `lost` is as long as `saved`.
-        Some(match saved {
-            _ if self.lost.next_bit(index) == Some(index) => Piece::Lost,
+        // A saved piece is not lost: the bitmap is only looked at for the others, which a write
+        // meets once per piece and take.
+        Some(match self.saved.get(index)? {
             Some(saved) => Piece::Saved(saved),
+            // `index` is in range: `lost` is as long as `saved`.
+            None if self.lost.next_bit(index) == Some(index) => Piece::Lost,
             None => Piece::Shared,
         })
     }
