@@ -100,9 +100,10 @@ def summarize(records_path, out_path, extra):
         m["expected_mib_per_tib"] = r["expected_bytes"] / 2**20 / tib
         # What tiny devices took (tracking only) is the cost per device
         # whatever its size; the rest is the cost per TiB.
-        fixed = r.get("fixed_kib", 0)
-        m["fixed_kib_per_device"] = fixed / r["devices"]
-        m["measured_mib_per_tib"] = (r["memfree_kib"] - fixed) / 1024 / tib
+        fixed = r.get("fixed_kib")
+        if fixed is not None:
+            m["fixed_kib_per_device"] = fixed / r["devices"]
+        m["measured_mib_per_tib"] = (r["memfree_kib"] - (fixed or 0)) / 1024 / tib
         memory.append(m)
 
     def ratio_of(wl, cfg):
@@ -232,7 +233,7 @@ def table(s):
             lines.append(f"| {x['devices']} | {fmt(x['wall_ms'], 1)} | {fmt(x['held_us'], 0)} | "
                          f"{fmt(x['freeze_us'], 0)} |")
     def per_device(x):
-        return f"{x['fixed_kib_per_device']:.0f}" if "fixed_kib" in x else "–"
+        return f"{x['fixed_kib_per_device']:.0f}" if "fixed_kib_per_device" in x else "–"
 
     if s["memory"]:
         lines += ["", "Kernel memory for devices of 1 TiB: expected from the structures, "

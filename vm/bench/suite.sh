@@ -64,7 +64,8 @@ MNT=$WORK/fs
 mkdir -p "$STORE" "$FSMNT" "$MNT"
 tools_in_memory "$WORK/tools" fio dmsetup mkfs.ext4 lsblk blockdev dd sed tail cat cut tr grep \
 	mount umount sleep dmesg sync
-NULLBS="sb-origin sb-cow sb-tdata sb-tmeta sb-emeta sb-fs sb-tib1 sb-tib2 sb-tib3 sb-tib4"
+NULLBS="sb-origin sb-cow sb-tdata sb-tmeta sb-emeta sb-fs sb-tib1 sb-tib2 sb-tib3 sb-tib4
+	sb-tiny1 sb-tiny2 sb-tiny3 sb-tiny4 sb-warm"
 DMS="suite-snap suite-origin suite-thinsnap suite-thin suite-pool suite-era"
 
 cleanup() {
