@@ -1,5 +1,5 @@
 //! The kernel interface as traits, so that code built on it can run against
-//! the real kernel ([`crate::sys`]) or an in-memory model ([`crate::fake`]).
+//! the real kernel ([`crate::sys`]) or an in-memory model (`crate::fake`, feature `fake`).
 
 use std::fmt;
 use std::os::fd::BorrowedFd;

@@ -4,7 +4,7 @@
 //! - [`uapi`]: the binary interface (`#[repr(C)]` structures, ioctl codes);
 //! - [`api`]: the interface as traits, with typed values;
 //! - [`sys`]: the implementation on the running kernel;
-//! - [`fake`]: an in-memory model of the kernel for tests;
+//! - `fake` (feature `fake`): an in-memory model of the kernel for tests;
 //! - [`backup`] and [`manifest`]: full and incremental backups, restore and
 //!   verification;
 //! - [`fiemap`]: the disk extents of a file, to mark them dirty.
@@ -12,6 +12,7 @@
 pub mod api;
 pub mod backup;
 pub mod error;
+#[cfg(any(test, feature = "fake"))]
 pub mod fake;
 pub mod fiemap;
 pub mod manifest;
