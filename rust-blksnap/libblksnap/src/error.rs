@@ -41,14 +41,24 @@ pub enum Error {
         errno: Errno,
     },
 
-    /// An I/O operation other than an ioctl failed.
-    #[error("{context}: {source}")]
+    /// An I/O operation other than an ioctl failed. The message includes
+    /// the I/O error's, so the error has no separate source (printing the
+    /// chain would repeat it).
+    #[error("{context}: {}", crate::util::io_text(.error))]
     Io {
         /// What was being done.
         context: String,
         /// The underlying error.
-        #[source]
-        source: io::Error,
+        error: io::Error,
+    },
+
+    /// Another run holds the backup repository.
+    #[error("{}: repository locked by {holder}; try again when it has finished", .repository.display())]
+    Locked {
+        /// The repository directory.
+        repository: PathBuf,
+        /// Who holds it, as far as known ("pid 1234 (backup)").
+        holder: String,
     },
 
     /// The kernel reported something that does not fit the interface.
@@ -77,7 +87,7 @@ impl Error {
     pub fn io(context: impl Into<String>, source: io::Error) -> Self {
         Error::Io {
             context: context.into(),
-            source,
+            error: source,
         }
     }
 
@@ -85,7 +95,7 @@ impl Error {
     pub fn errno(&self) -> Option<Errno> {
         match self {
             Error::Ioctl { errno, .. } => Some(*errno),
-            Error::Io { source, .. } => source.raw_os_error().map(Errno::from_raw),
+            Error::Io { error, .. } => error.raw_os_error().map(Errno::from_raw),
             Error::DeviceNotFound(_) => Some(Errno::ENOENT),
             Error::NotBlockDevice(_) => Some(Errno::ENOTBLK),
             Error::PermissionDenied(_) => Some(Errno::EACCES),
@@ -102,7 +112,7 @@ impl Error {
 /// Explains the errnos whose meaning is specific to blksnap.
 fn describe(op: &str, errno: Errno) -> String {
     let hint = match (op, errno) {
-        (_, Errno::ENOTTY) => "the kernel does not know this ioctl (no blksnap support?)",
+        (_, Errno::ENOTTY) => "the kernel does not know this ioctl: no blksnap support",
         ("attach", Errno::EALREADY) => "the blksnap filter is already attached",
         ("attach", Errno::EBUSY) => "another filter is attached to the device",
         ("attach", Errno::ENOENT) => "no filter named \"blksnap\" is registered in the kernel",
@@ -121,9 +131,35 @@ fn describe(op: &str, errno: Errno) -> String {
         ("collect", Errno::ENODATA) => "the snapshot list changed while reading it",
         _ => "",
     };
+    let text = crate::util::errno_text(errno);
     if hint.is_empty() {
-        errno.desc().to_string()
+        text
     } else {
-        format!("{} ({hint})", errno.desc())
+        format!("{text} ({hint})")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errno_messages_come_from_the_c_library() {
+        let e = Error::Ioctl {
+            op: "cbtinfo",
+            target: "/dev/vdb".into(),
+            errno: Errno::ENOTTY,
+        };
+        let text = e.to_string();
+        assert!(text.contains("Inappropriate ioctl for device"), "{text}");
+        assert!(!text.contains("typewriter"), "{text}");
+    }
+
+    #[test]
+    fn an_io_error_is_said_once() {
+        use std::error::Error as _;
+        let e = Error::io("open /x", io::Error::from_raw_os_error(2));
+        assert_eq!(e.to_string(), "open /x: No such file or directory");
+        assert!(e.source().is_none());
     }
 }

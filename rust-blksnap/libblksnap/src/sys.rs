@@ -42,6 +42,11 @@ mod ioctls {
         IOCTL_BLKSNAP_SNAPSHOT_WAIT_EVENT,
         blksnap_snapshot_event
     );
+    nix::ioctl_write_ptr_bad!(
+        snapshot_events,
+        IOCTL_BLKSNAP_SNAPSHOT_EVENTS,
+        blksnap_snapshot_events
+    );
     nix::ioctl_readwrite_bad!(filter_attach, BLKFILTER_ATTACH, blkfilter_name);
     nix::ioctl_readwrite_bad!(filter_detach, BLKFILTER_DETACH, blkfilter_name);
     nix::ioctl_readwrite_bad!(filter_ctl, BLKFILTER_CTL, blkfilter_ctl);
@@ -84,7 +89,7 @@ impl Kernel {
             .map_err(|e| match e.kind() {
                 io::ErrorKind::NotFound => Error::NotSupported {
                     reason: "not found: the running kernel has no blksnap support \
-                             (module not loaded?)"
+                             (it is built without CONFIG_BLKSNAP)"
                         .into(),
                 },
                 io::ErrorKind::PermissionDenied => Error::PermissionDenied(path.clone()),
@@ -113,7 +118,7 @@ fn filter_err(op: &'static str, target: String) -> impl FnOnce(Errno) -> Error {
                 reason: format!(
                     "not found, and {op} on {target} failed ({}): the running kernel \
                      has no blksnap support",
-                    errno.desc()
+                    crate::util::errno_text(errno)
                 ),
             }
         } else {
@@ -367,6 +372,14 @@ impl Blksnap for Kernel {
         // SAFETY: `arg` is a valid, writable blksnap_snapshot_create.
         unsafe { ioctls::snapshot_create(fd, &mut arg) }
             .map_err(ioctl_err("create", CONTROL_PATH))?;
+        // The tool understands the no-space event (an extension of v6): ask for it. A kernel
+        // without the extension (ENOTTY, EINVAL) delivers v6's events only, which is fine.
+        let events = blksnap_snapshot_events {
+            id: arg.id,
+            mask: (1 << uapi::EVENT_CODE_CORRUPTED) | (1 << uapi::EVENT_CODE_NO_SPACE),
+        };
+        // SAFETY: `events` is a valid blksnap_snapshot_events.
+        let _ = unsafe { ioctls::snapshot_events(fd, &events) };
         Ok(Uuid::from_bytes(arg.id.b))
     }
 

@@ -1,10 +1,59 @@
-//! Small helpers: durable writes and size parsing.
+//! Small helpers: durable writes, error texts, page cache hints and size
+//! parsing.
 
 use std::fs::{self, File};
-use std::io::Write;
+use std::io::{self, Write};
 use std::path::Path;
 
+use nix::errno::Errno;
+
 use crate::error::{Error, Result};
+
+/// The C library's message for an errno ("Inappropriate ioctl for device").
+pub fn errno_text(errno: Errno) -> String {
+    io_text(&io::Error::from_raw_os_error(errno as i32))
+}
+
+/// The message of an I/O error without Rust's " (os error N)" suffix.
+pub fn io_text(e: &io::Error) -> String {
+    let text = e.to_string();
+    match (e.raw_os_error(), text.rfind(" (os error ")) {
+        (Some(_), Some(at)) => text[..at].to_string(),
+        _ => text,
+    }
+}
+
+/// Serialises a path as a string, replacing bytes that are not UTF-8, so
+/// that no path a user gives can make serialisation fail.
+pub fn serialize_path_lossy<S: serde::Serializer>(
+    path: &Path,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(&path.to_string_lossy())
+}
+
+/// As [`serialize_path_lossy`], for an optional path.
+pub fn serialize_opt_path_lossy<S: serde::Serializer>(
+    path: &Option<std::path::PathBuf>,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    match path {
+        Some(p) => s.serialize_some(&p.to_string_lossy()),
+        None => s.serialize_none(),
+    }
+}
+
+/// Drops the cached pages of a file (best effort), so that what is read
+/// next comes from the medium, and reading a large file does not push
+/// everything else out of the page cache.
+pub fn drop_cache(file: &File) {
+    let _ = nix::fcntl::posix_fadvise(
+        file,
+        0,
+        0,
+        nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+    );
+}
 
 /// Writes `bytes` to a new file at `path` and flushes it to stable storage.
 pub fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
