@@ -13,11 +13,18 @@
 //! unchanged since the previous backup's snapshot. This holds only within one
 //! tracking generation and for the same block size and capacity; otherwise
 //! the backup is full, and the report says why.
+//!
+//! # Concurrent runs
+//!
+//! A backup holds the repository's lock exclusively from before it looks at
+//! the earlier sets until its set is in place; restore, verify and list hold
+//! it shared. A run that finds the lock taken fails at once with
+//! [`Error::Locked`], naming the holder.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::os::fd::BorrowedFd;
-use std::os::unix::fs::{FileExt, FileTypeExt};
+use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -28,10 +35,13 @@ use uuid::Uuid;
 use crate::api::{Attach, Blksnap, CbtInfo, DeviceIdentity, TrackedDevice};
 use crate::error::{Error, Result};
 use crate::manifest::{
-    checksum, device_stem, set_name, BackupKind, CbtRecord, DeviceRecord, Manifest, ParentRef,
-    Repository, CHECKSUM_ALGORITHM, MANIFEST_FORMAT,
+    device_stem, digest, set_name, sources, unique_suffix, BackupKind, CbtRecord, DeviceRecord,
+    Digest, Manifest, ParentRef, RepoLock, Repository, Segment, Sums, SumsWriter,
+    CHECKSUM_ALGORITHM, LOCK_FILE, MANIFEST_FORMAT,
 };
-use crate::util::{remove_tree, sync_dir};
+use crate::util::{
+    drop_cache, errno_text, remove_tree, serialize_opt_path_lossy, serialize_path_lossy, sync_dir,
+};
 
 /// Receives progress of long operations.
 pub trait Progress {
@@ -77,6 +87,7 @@ pub struct BackupRequest<'a> {
 #[derive(Clone, Debug, Serialize)]
 pub struct DeviceReport {
     pub device: String,
+    #[serde(serialize_with = "serialize_path_lossy")]
     pub path: PathBuf,
     pub kind: BackupKind,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -95,6 +106,7 @@ pub struct DeviceReport {
 #[derive(Clone, Debug, Serialize)]
 pub struct BackupReport {
     pub set: String,
+    #[serde(serialize_with = "serialize_path_lossy")]
     pub path: PathBuf,
     pub snapshot_id: Uuid,
     pub devices: Vec<DeviceReport>,
@@ -128,6 +140,24 @@ impl Drop for TempDirGuard {
         if let Some(p) = self.0.take() {
             remove_tree(&p);
         }
+    }
+}
+
+/// The lock of a backup run. If the run created the repository directory
+/// and fails before a set is in place, the directory is removed again (it
+/// holds nothing but the lock file then).
+struct RunLock {
+    lock: Option<RepoLock>,
+    created: Option<PathBuf>,
+}
+
+impl Drop for RunLock {
+    fn drop(&mut self) {
+        if let Some(root) = self.created.take() {
+            let _ = fs::remove_file(root.join(LOCK_FILE));
+            let _ = fs::remove_dir(&root);
+        }
+        self.lock.take();
     }
 }
 
@@ -200,33 +230,57 @@ pub fn backup<K: Blksnap>(
         return Err(Error::Invalid("no device to back up".into()));
     }
     let repo = Repository::new(&req.repository);
-    fs::create_dir_all(repo.root())
-        .map_err(|e| Error::io(format!("create {}", repo.root().display()), e))?;
 
-    // Open every device and find what each builds on, before touching the
-    // kernel's state.
-    let mut planned: Vec<Planned<K::Device>> = Vec::new();
+    // Open every device before touching the repository or the kernel's
+    // state.
+    let mut devices: Vec<K::Device> = Vec::new();
     for path in &req.devices {
         let dev = kernel.open_device(path)?;
         let id = dev.identity().clone();
-        if let Some(other) = planned.iter().find(|p| {
-            let o = p.dev.identity();
+        if let Some(other) = devices.iter().find(|o| {
+            let o = o.identity();
             (o.major, o.minor) == (id.major, id.minor)
                 || device_stem(&o.name) == device_stem(&id.name)
         }) {
             return Err(Error::Invalid(format!(
                 "{} and {} are the same device",
-                other.dev.identity().path.display(),
+                other.identity().path.display(),
                 path.display()
             )));
         }
+        devices.push(dev);
+    }
+    check_interrupt(req.interrupt)?;
+
+    // The repository, locked for the rest of the run.
+    let existed = repo.root().is_dir();
+    fs::create_dir_all(repo.root())
+        .map_err(|e| Error::io(format!("create {}", repo.root().display()), e))?;
+    let mut run_lock = RunLock {
+        lock: None,
+        created: (!existed).then(|| repo.root().to_path_buf()),
+    };
+    run_lock.lock = Some(repo.lock(true, "backup")?);
+    repo.remove_stale_partials()?;
+
+    // What each device builds on.
+    let mut planned: Vec<Planned<K::Device>> = Vec::new();
+    for dev in devices {
+        let name = dev.identity().name.clone();
         let prev = match req.mode {
             Mode::Full => None,
-            _ => match repo.latest_with(&id.name, None)? {
-                Some(set) => Some(repo.load(&set, &id.name)?),
+            _ => match repo.latest_with(&name, None)? {
+                Some(set) => Some(repo.load(&set, &name)?),
                 None => None,
             },
         };
+        if req.mode == Mode::Incremental && prev.is_none() {
+            return Err(Error::Invalid(format!(
+                "{}: cannot make an incremental backup: no earlier backup of this device \
+                 in the repository",
+                dev.identity().path.display()
+            )));
+        }
         planned.push(Planned { dev, prev });
     }
     check_interrupt(req.interrupt)?;
@@ -242,8 +296,7 @@ pub fn backup<K: Blksnap>(
 
     let set = set_name(repo.next_set()?);
     let final_dir = repo.set_dir(&set);
-    let tmp_dir = repo.root().join(format!(".{set}.partial"));
-    remove_tree(&tmp_dir);
+    let tmp_dir = repo.partial_dir(&set);
     fs::create_dir(&tmp_dir).map_err(|e| Error::io(format!("create {}", tmp_dir.display()), e))?;
     let mut tmp_guard = TempDirGuard(Some(tmp_dir.clone()));
 
@@ -287,6 +340,7 @@ pub fn backup<K: Blksnap>(
         )
     })?;
     tmp_guard.0 = None;
+    run_lock.created = None;
     sync_dir(repo.root())?;
     Ok(BackupReport {
         set,
@@ -304,7 +358,7 @@ fn broken_while_read<D: TrackedDevice>(dev: &D, ident: &DeviceIdentity) -> Resul
             "snapshot of {} became corrupted while it was read (event \"corrupted\", {}); \
              the backup is incomplete and was not recorded",
             ident.path.display(),
-            nix::errno::Errno::from_raw(-info.error_code).desc()
+            errno_text(nix::errno::Errno::from_raw(-info.error_code))
         )));
     }
     Ok(())
@@ -329,7 +383,7 @@ fn backup_one<K: Blksnap>(
         return Err(Error::Invalid(format!(
             "snapshot of {} is corrupted: {}",
             ident.path.display(),
-            nix::errno::Errno::from_raw(-snap_info.error_code).desc()
+            errno_text(nix::errno::Errno::from_raw(-snap_info.error_code))
         )));
     }
     let reason = full_reason(prev.map(|p| &p.0), &info, req.mode);
@@ -341,27 +395,22 @@ fn backup_one<K: Blksnap>(
             )));
         }
     }
-    // Which blocks to copy, and the checksums carried over.
-    let (kind, to_copy, mut sums, parent) = match (&reason, prev) {
-        (None, Some((pm, psum))) => {
-            let map = dev.cbt_map(&info)?;
-            let changed: Vec<bool> = map.iter().map(|&v| v > pm.cbt.changes_number).collect();
-            (
-                BackupKind::Incremental,
-                changed,
-                pm.block_checksums.clone(),
-                Some(ParentRef {
-                    set: pm.set.clone(),
-                    manifest_checksum: psum.clone(),
-                }),
-            )
-        }
-        _ => (
-            BackupKind::Full,
-            vec![true; info.block_count as usize],
-            vec![String::new(); info.block_count as usize],
-            None,
+    // Which blocks to copy: for an incremental, those whose map byte is
+    // newer than the parent's snapshot (one byte a block, read once).
+    let (kind, changed_map, parent) = match (&reason, prev) {
+        (None, Some((pm, psum))) => (
+            BackupKind::Incremental,
+            Some((dev.cbt_map(&info)?, pm.cbt.changes_number)),
+            Some(ParentRef {
+                set: pm.set.clone(),
+                manifest_checksum: psum.clone(),
+            }),
         ),
+        _ => (BackupKind::Full, None, None),
+    };
+    let to_copy = |b: u32| match &changed_map {
+        Some((map, p)) => map.get(b as usize).is_some_and(|&v| v > *p),
+        None => true,
     };
     if let Some(r) = &reason {
         progress.note(&format!("{}: full backup: {r}", ident.name));
@@ -371,6 +420,8 @@ fn backup_one<K: Blksnap>(
     let stem = device_stem(&ident.name);
     let data_name = format!("{stem}.data");
     let data_path = dir.join(&data_name);
+    let sums_name = format!("{stem}.sums");
+    let mut sums = SumsWriter::create(&dir.join(&sums_name))?;
     let file = File::create(&data_path)
         .map_err(|e| Error::io(format!("create {}", data_path.display()), e))?;
     let mut out = BufWriter::with_capacity(1 << 20, file);
@@ -378,13 +429,13 @@ fn backup_one<K: Blksnap>(
     let mut stored: Vec<[u32; 2]> = Vec::new();
     let mut bytes = 0u64;
     let total: u64 = (0..info.block_count)
-        .filter(|&b| to_copy[b as usize])
+        .filter(|&b| to_copy(b))
         .map(|b| info.block_len(b))
         .sum();
     progress.start(&ident.name, total);
     let mut buf = vec![0u8; info.block_size as usize];
     for b in 0..info.block_count {
-        if !to_copy[b as usize] {
+        if !to_copy(b) {
             continue;
         }
         check_interrupt(req.interrupt)?;
@@ -397,7 +448,7 @@ fn backup_one<K: Blksnap>(
         }
         out.write_all(&buf[..len])
             .map_err(|e| Error::io(format!("write {}", data_path.display()), e))?;
-        sums[b as usize] = checksum(&buf[..len]);
+        sums.push(&digest(&buf[..len]))?;
         match stored.last_mut() {
             Some(r) if r[0] + r[1] == b => r[1] += 1,
             _ => stored.push([b, 1]),
@@ -411,6 +462,7 @@ fn backup_one<K: Blksnap>(
         .map_err(|e| Error::io(format!("write {}", data_path.display()), e.into_error()))?;
     file.sync_all()
         .map_err(|e| Error::io(format!("sync {}", data_path.display()), e))?;
+    let sums_checksum = sums.finish()?;
 
     // A snapshot that broke while it was read gives no backup.
     broken_while_read(dev, &ident)?;
@@ -424,7 +476,7 @@ fn backup_one<K: Blksnap>(
         snapshot_id,
         device: DeviceRecord {
             name: ident.name.clone(),
-            path: ident.path.clone(),
+            path: ident.path.to_string_lossy().into_owned(),
             major: ident.major,
             minor: ident.minor,
             capacity: info.device_capacity,
@@ -435,7 +487,9 @@ fn backup_one<K: Blksnap>(
         stored,
         data_size: bytes,
         checksum_algorithm: CHECKSUM_ALGORITHM.into(),
-        block_checksums: sums,
+        sums_file: sums_name,
+        sums_checksum,
+        legacy_sums: None,
     };
     manifest.validate()?;
     let report = DeviceReport {
@@ -454,84 +508,140 @@ fn backup_one<K: Blksnap>(
     Ok((manifest, report))
 }
 
+/// Takes the shared lock of a repository that should hold backups of
+/// `device`; a missing repository is reported as having none.
+fn lock_for_reading(repo: &Repository, device: &str, what: &str) -> Result<RepoLock> {
+    if !repo.root().is_dir() {
+        return Err(Error::InvalidBackup(format!(
+            "{}: no backup of device {device} (there is no repository)",
+            repo.root().display()
+        )));
+    }
+    repo.lock(false, what)
+}
+
 /// Outcome of a restore.
 #[derive(Clone, Debug, Serialize)]
 pub struct RestoreReport {
     pub device: String,
+    #[serde(serialize_with = "serialize_path_lossy")]
     pub target: PathBuf,
     pub sets: Vec<String>,
     pub capacity: u64,
     pub bytes_written: u64,
 }
 
-/// Where restored blocks go.
-trait Sink {
-    fn put(&mut self, offset: u64, data: &[u8]) -> std::io::Result<()>;
+/// Largest read of the repository's files at once.
+const CHUNK_BYTES: u64 = 1 << 20;
+
+/// Bytes of blocks `first..first + count` of a set (the device's last
+/// block may be short).
+fn span_len(m: &Manifest, first: u64, count: u64) -> u64 {
+    let last = first + count - 1;
+    (count - 1) * u64::from(m.cbt.block_size) + m.block_len(last as u32)
 }
 
-struct FileSink<'a>(&'a File);
-impl Sink for FileSink<'_> {
-    fn put(&mut self, offset: u64, data: &[u8]) -> std::io::Result<()> {
-        self.0.write_all_at(data, offset)
+/// The data files of a chain, opened with their cached pages dropped.
+fn open_data(repo: &Repository, chain: &[Manifest]) -> Result<Vec<(File, PathBuf)>> {
+    chain
+        .iter()
+        .map(|m| {
+            let path = repo.set_dir(&m.set).join(&m.data_file);
+            let f =
+                File::open(&path).map_err(|e| Error::io(format!("open {}", path.display()), e))?;
+            drop_cache(&f);
+            Ok((f, path))
+        })
+        .collect()
+}
+
+/// What [`read_segment`] hands each block to: (block, bytes, stored digest).
+type BlockFn<'a> = dyn FnMut(u64, &[u8], &Digest) -> Result<()> + 'a;
+
+/// Calls `f(block, bytes, digest)` for each block of `seg`, read from its
+/// set's data and sums files in chunks.
+fn read_segment(
+    chain: &[Manifest],
+    data: &[(File, PathBuf)],
+    sums: &[Sums],
+    seg: &Segment,
+    interrupt: &AtomicBool,
+    f: &mut BlockFn<'_>,
+) -> Result<()> {
+    let m = &chain[seg.set];
+    let bs = u64::from(m.cbt.block_size);
+    let per_chunk = (CHUNK_BYTES / bs).max(1);
+    let (file, path) = &data[seg.set];
+    let mut buf = Vec::new();
+    let mut digests = Vec::new();
+    let mut done = 0u64;
+    while done < seg.count {
+        check_interrupt(interrupt)?;
+        let n = per_chunk.min(seg.count - done);
+        let first = seg.first + done;
+        buf.resize(span_len(m, first, n) as usize, 0);
+        file.read_exact_at(&mut buf, seg.data_offset + done * bs)
+            .map_err(|e| Error::io(format!("read {}", path.display()), e))?;
+        digests.resize(n as usize, [0u8; 32]);
+        sums[seg.set].read_at(seg.sum_index + done, &mut digests)?;
+        for (i, d) in digests.iter().enumerate() {
+            let start = i * bs as usize;
+            let end = (start + bs as usize).min(buf.len());
+            f(first + i as u64, &buf[start..end], d)?;
+        }
+        done += n;
     }
+    Ok(())
 }
 
-struct NullSink;
-impl Sink for NullSink {
-    fn put(&mut self, _: u64, _: &[u8]) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// Reads every block of the chain's final state from the newest set that
-/// holds it, checks it against the final manifest and hands it to `sink`.
+/// Writes the chain's final state to `out`: each block once, from the newest
+/// set that holds it, checked against the digest stored with it. Each set's
+/// files are read in order. With `sparse`, blocks of zeroes are not written
+/// (the target reads as zeroes there already).
 fn replay(
     repo: &Repository,
     chain: &[Manifest],
-    sink: &mut dyn Sink,
+    out: &File,
+    sparse: bool,
     interrupt: &AtomicBool,
     progress: &dyn Progress,
 ) -> Result<u64> {
-    let last = chain.last().expect("chain not empty");
-    let n = last.cbt.block_count as usize;
-    // source[b] = index in `chain` of the newest set holding block b.
-    let mut source = vec![usize::MAX; n];
-    for (i, m) in chain.iter().enumerate() {
-        for (b, _) in m.stored_iter() {
-            source[b as usize] = i;
-        }
-    }
-    if let Some(b) = source.iter().position(|&s| s == usize::MAX) {
-        return Err(Error::InvalidBackup(format!(
-            "block {b} is in no set of the chain"
-        )));
-    }
+    let Some(last) = chain.last() else {
+        return Ok(0);
+    };
+    let mut segments = sources(chain)?;
+    let sums = chain
+        .iter()
+        .map(|m| repo.sums(m))
+        .collect::<Result<Vec<_>>>()?;
+    let data = open_data(repo, chain)?;
+    segments.sort_by_key(|s| (s.set, s.first));
     progress.start(&last.device.name, last.device.capacity);
+    let bs = u64::from(last.cbt.block_size);
     let mut written = 0u64;
-    let mut buf = vec![0u8; last.cbt.block_size as usize];
-    for (i, m) in chain.iter().enumerate() {
-        let path = repo.set_dir(&m.set).join(&m.data_file);
-        let data =
-            File::open(&path).map_err(|e| Error::io(format!("open {}", path.display()), e))?;
-        for (b, off) in m.stored_iter() {
-            if source[b as usize] != i {
-                continue;
-            }
-            check_interrupt(interrupt)?;
-            let len = m.block_len(b) as usize;
-            data.read_exact_at(&mut buf[..len], off)
-                .map_err(|e| Error::io(format!("read {}", path.display()), e))?;
-            if checksum(&buf[..len]) != last.block_checksums[b as usize] {
+    for seg in &segments {
+        let m = &chain[seg.set];
+        let path = &data[seg.set].1;
+        read_segment(chain, &data, &sums, seg, interrupt, &mut |b, bytes, d| {
+            if digest(bytes) != *d {
                 return Err(Error::InvalidBackup(format!(
-                    "{}: block {b} does not match its checksum",
+                    "set {} of {}: block {b} does not match its checksum ({})",
+                    m.set,
+                    m.device.name,
                     path.display()
                 )));
             }
-            sink.put(u64::from(b) * u64::from(m.cbt.block_size), &buf[..len])
-                .map_err(|e| Error::io("write restored data", e))?;
-            written += len as u64;
-            progress.advance(len as u64);
-        }
+            if !(sparse && bytes.iter().all(|&x| x == 0)) {
+                out.write_all_at(bytes, b * bs)
+                    .map_err(|e| Error::io("write restored data", e))?;
+            }
+            written += bytes.len() as u64;
+            progress.advance(bytes.len() as u64);
+            Ok(())
+        })?;
+    }
+    for (f, _) in &data {
+        drop_cache(f);
     }
     progress.finish();
     Ok(written)
@@ -543,9 +653,62 @@ fn capacity_of(file: &File, path: &Path) -> Result<u64> {
         .map_err(|e| Error::io(format!("size of {}", path.display()), e))
 }
 
+/// Where a restore writes.
+enum Target {
+    /// A block device, opened exclusively.
+    Device,
+    /// An image file at this path (symbolic links resolved), written under
+    /// a temporary name and renamed.
+    Image(PathBuf),
+}
+
+/// Decides what `target` is and whether it may be written, before anything
+/// is read or written.
+fn plan_target(target: &Path, overwrite: bool) -> Result<Target> {
+    let shown = target.display();
+    match fs::metadata(target) {
+        Ok(m) if m.file_type().is_block_device() => {
+            if overwrite {
+                Ok(Target::Device)
+            } else {
+                Err(Error::Invalid(format!(
+                    "{shown} is a block device: the restore would overwrite it \
+                     (use --force to do so)"
+                )))
+            }
+        }
+        Ok(m) if m.is_dir() => Err(Error::Invalid(format!(
+            "{shown} is a directory: give the name of an image file or a block device"
+        ))),
+        Ok(m) if m.is_file() => {
+            if !overwrite {
+                return Err(Error::Invalid(format!(
+                    "{shown} exists (use --force to replace it)"
+                )));
+            }
+            let real =
+                fs::canonicalize(target).map_err(|e| Error::io(format!("resolve {shown}"), e))?;
+            Ok(Target::Image(real))
+        }
+        Ok(_) => Err(Error::Invalid(format!(
+            "{shown} is not a regular file or a block device"
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if target.file_name().is_none() {
+                return Err(Error::Invalid(format!("{shown}: not a file name")));
+            }
+            Ok(Target::Image(target.to_path_buf()))
+        }
+        Err(e) => Err(Error::io(format!("stat {shown}"), e)),
+    }
+}
+
 /// Restores `device` as of `set` (default: newest) to `target`, a block
-/// device or an image file. An image file is written under a temporary name
-/// and renamed at the end; an existing one is replaced only with `overwrite`.
+/// device or an image file. A block device is written only with `overwrite`,
+/// and is opened exclusively (`O_EXCL`), which fails while it is mounted or
+/// held. An image file is written under a temporary name and renamed at the
+/// end; an existing one is replaced only with `overwrite`. The target is
+/// checked before anything is written.
 pub fn restore(
     repository: &Path,
     device: &str,
@@ -555,54 +718,72 @@ pub fn restore(
     interrupt: &AtomicBool,
     progress: &dyn Progress,
 ) -> Result<RestoreReport> {
+    let plan = plan_target(target, overwrite)?;
     let repo = Repository::new(repository);
+    let _lock = lock_for_reading(&repo, device, "restore")?;
     let chain = repo.chain(device, set)?;
-    let last = chain.last().expect("chain not empty");
+    let Some(last) = chain.last() else {
+        return Err(Error::InvalidBackup(format!(
+            "no backup of device {device}"
+        )));
+    };
     let capacity = last.device.capacity;
     let sets = chain.iter().map(|m| m.set.clone()).collect();
 
-    let is_blockdev = fs::metadata(target)
-        .map(|m| m.file_type().is_block_device())
-        .unwrap_or(false);
-    let written = if is_blockdev {
-        let file = OpenOptions::new()
-            .write(true)
-            .open(target)
-            .map_err(|e| Error::io(format!("open {}", target.display()), e))?;
-        let size = capacity_of(&file, target)?;
-        if size < capacity {
-            return Err(Error::Invalid(format!(
-                "{} holds {size} bytes, the backup needs {capacity}",
-                target.display()
-            )));
+    let written = match plan {
+        Target::Device => {
+            let file = OpenOptions::new()
+                .write(true)
+                .custom_flags(nix::libc::O_EXCL)
+                .open(target)
+                .map_err(|e| {
+                    if e.raw_os_error() == Some(nix::libc::EBUSY) {
+                        Error::Invalid(format!(
+                            "{} is in use (mounted, or held by another program or device); \
+                             it is not overwritten",
+                            target.display()
+                        ))
+                    } else {
+                        Error::io(format!("open {}", target.display()), e)
+                    }
+                })?;
+            let size = capacity_of(&file, target)?;
+            if size < capacity {
+                return Err(Error::Invalid(format!(
+                    "{} holds {size} bytes, the backup needs {capacity}",
+                    target.display()
+                )));
+            }
+            let n = replay(&repo, &chain, &file, false, interrupt, progress)?;
+            file.sync_all()
+                .map_err(|e| Error::io(format!("sync {}", target.display()), e))?;
+            n
         }
-        let n = replay(&repo, &chain, &mut FileSink(&file), interrupt, progress)?;
-        file.sync_all()
-            .map_err(|e| Error::io(format!("sync {}", target.display()), e))?;
-        n
-    } else {
-        if target.exists() && !overwrite {
-            return Err(Error::Invalid(format!(
-                "{} exists (use --force to replace it)",
-                target.display()
-            )));
+        Target::Image(path) => {
+            let name = path
+                .file_name()
+                .ok_or_else(|| Error::Invalid(format!("{}: not a file name", path.display())))?;
+            let tmp = path.with_file_name(format!(
+                ".{}.{}.partial",
+                name.to_string_lossy(),
+                unique_suffix()
+            ));
+            let file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)
+                .map_err(|e| Error::io(format!("create {}", tmp.display()), e))?;
+            let guard = TempFileGuard(Some(tmp.clone()));
+            file.set_len(capacity)
+                .map_err(|e| Error::io(format!("size {}", tmp.display()), e))?;
+            let n = replay(&repo, &chain, &file, true, interrupt, progress)?;
+            file.sync_all()
+                .map_err(|e| Error::io(format!("sync {}", tmp.display()), e))?;
+            fs::rename(&tmp, &path)
+                .map_err(|e| Error::io(format!("rename to {}", path.display()), e))?;
+            std::mem::forget(guard);
+            n
         }
-        let name = target
-            .file_name()
-            .ok_or_else(|| Error::Invalid(format!("{}: not a file name", target.display())))?;
-        let tmp = target.with_file_name(format!(".{}.partial", name.to_string_lossy()));
-        let file =
-            File::create(&tmp).map_err(|e| Error::io(format!("create {}", tmp.display()), e))?;
-        let guard = TempFileGuard(Some(tmp.clone()));
-        file.set_len(capacity)
-            .map_err(|e| Error::io(format!("size {}", tmp.display()), e))?;
-        let n = replay(&repo, &chain, &mut FileSink(&file), interrupt, progress)?;
-        file.sync_all()
-            .map_err(|e| Error::io(format!("sync {}", tmp.display()), e))?;
-        fs::rename(&tmp, target)
-            .map_err(|e| Error::io(format!("rename to {}", target.display()), e))?;
-        std::mem::forget(guard);
-        n
     };
     Ok(RestoreReport {
         device: device.to_string(),
@@ -622,22 +803,43 @@ impl Drop for TempFileGuard {
     }
 }
 
+/// A stored block that does not match its digest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DamagedBlock {
+    pub set: String,
+    pub block: u64,
+}
+
 /// Outcome of a verification.
 #[derive(Clone, Debug, Serialize)]
 pub struct VerifyReport {
     pub device: String,
     pub set: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// The sets of the chain, oldest first.
+    pub sets: Vec<String>,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "serialize_opt_path_lossy"
+    )]
     pub against: Option<PathBuf>,
     pub blocks: u32,
-    /// Blocks whose contents differ (at most the first 100).
+    /// Blocks read and compared.
+    pub blocks_checked: u64,
+    /// Blocks of the target whose contents differ (at most the first 100).
     pub mismatched: Vec<u32>,
+    /// Stored blocks that do not match their digests (at most the first
+    /// 100), when the backup alone is checked.
+    pub damaged: Vec<DamagedBlock>,
+    /// Number of differing or damaged blocks.
     pub mismatch_count: u64,
 }
 
-/// Checks a backup. With `against`, compares a device or image with the
-/// backup's final state block by block; without it, checks that every block
-/// the chain holds matches its checksum.
+/// Checks a backup. Without `against`, reads every stored block of every
+/// set of the chain (also those that newer sets supersede) and compares it
+/// with the digest stored with it. With `against`, compares each block of a
+/// device or image with the backup's final state. The repository's files
+/// (and the target) are read with their cached pages dropped first, so that
+/// the check reads the media.
 pub fn verify(
     repository: &Path,
     device: &str,
@@ -647,25 +849,71 @@ pub fn verify(
     progress: &dyn Progress,
 ) -> Result<VerifyReport> {
     let repo = Repository::new(repository);
+    let _lock = lock_for_reading(&repo, device, "verify")?;
     let chain = repo.chain(device, set)?;
-    let last = chain.last().expect("chain not empty");
+    let Some(last) = chain.last() else {
+        return Err(Error::InvalidBackup(format!(
+            "no backup of device {device}"
+        )));
+    };
     let mut report = VerifyReport {
         device: device.to_string(),
         set: last.set.clone(),
+        sets: chain.iter().map(|m| m.set.clone()).collect(),
         against: against.map(Path::to_path_buf),
         blocks: last.cbt.block_count,
+        blocks_checked: 0,
         mismatched: Vec::new(),
+        damaged: Vec::new(),
         mismatch_count: 0,
     };
+    let sums = chain
+        .iter()
+        .map(|m| repo.sums(m))
+        .collect::<Result<Vec<_>>>()?;
+
     let Some(path) = against else {
-        replay(&repo, &chain, &mut NullSink, interrupt, progress)?;
+        let data = open_data(&repo, &chain)?;
+        let total: u64 = chain.iter().map(|m| m.data_size).sum();
+        progress.start(device, total);
+        for (i, m) in chain.iter().enumerate() {
+            let mut sum_index = 0u64;
+            for r in &m.stored {
+                let seg = Segment {
+                    first: u64::from(r[0]),
+                    count: u64::from(r[1]),
+                    set: i,
+                    sum_index,
+                    data_offset: sum_index * u64::from(m.cbt.block_size),
+                };
+                read_segment(&chain, &data, &sums, &seg, interrupt, &mut |b, bytes, d| {
+                    if digest(bytes) != *d {
+                        report.mismatch_count += 1;
+                        if report.damaged.len() < 100 {
+                            report.damaged.push(DamagedBlock {
+                                set: m.set.clone(),
+                                block: b,
+                            });
+                        }
+                    }
+                    report.blocks_checked += 1;
+                    progress.advance(bytes.len() as u64);
+                    Ok(())
+                })?;
+                sum_index += u64::from(r[1]);
+            }
+            drop_cache(&data[i].0);
+        }
+        progress.finish();
         return Ok(report);
     };
+
     let file = File::open(path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => Error::DeviceNotFound(path.to_path_buf()),
         std::io::ErrorKind::PermissionDenied => Error::PermissionDenied(path.to_path_buf()),
         _ => Error::io(format!("open {}", path.display()), e),
     })?;
+    drop_cache(&file);
     let size = capacity_of(&file, path)?;
     if size < last.device.capacity {
         return Err(Error::Mismatch(format!(
@@ -674,24 +922,163 @@ pub fn verify(
             last.device.capacity
         )));
     }
+    let segments = sources(&chain)?;
     progress.start(device, last.device.capacity);
-    let mut buf = vec![0u8; last.cbt.block_size as usize];
-    for b in 0..last.cbt.block_count {
-        check_interrupt(interrupt)?;
-        let len = last.block_len(b) as usize;
-        file.read_exact_at(
-            &mut buf[..len],
-            u64::from(b) * u64::from(last.cbt.block_size),
-        )
-        .map_err(|e| Error::io(format!("read {}", path.display()), e))?;
-        if checksum(&buf[..len]) != last.block_checksums[b as usize] {
-            report.mismatch_count += 1;
-            if report.mismatched.len() < 100 {
-                report.mismatched.push(b);
+    let bs = u64::from(last.cbt.block_size);
+    let per_chunk = (CHUNK_BYTES / bs).max(1);
+    let mut buf = Vec::new();
+    let mut digests = Vec::new();
+    for seg in &segments {
+        let mut done = 0u64;
+        while done < seg.count {
+            check_interrupt(interrupt)?;
+            let n = per_chunk.min(seg.count - done);
+            let first = seg.first + done;
+            buf.resize(span_len(last, first, n) as usize, 0);
+            file.read_exact_at(&mut buf, first * bs)
+                .map_err(|e| Error::io(format!("read {}", path.display()), e))?;
+            digests.resize(n as usize, [0u8; 32]);
+            sums[seg.set].read_at(seg.sum_index + done, &mut digests)?;
+            for (i, d) in digests.iter().enumerate() {
+                let start = i * bs as usize;
+                let end = (start + bs as usize).min(buf.len());
+                if digest(&buf[start..end]) != *d {
+                    report.mismatch_count += 1;
+                    if report.mismatched.len() < 100 {
+                        report.mismatched.push((first + i as u64) as u32);
+                    }
+                }
+                report.blocks_checked += 1;
             }
+            progress.advance(buf.len() as u64);
+            done += n;
         }
-        progress.advance(len as u64);
     }
+    drop_cache(&file);
     progress.finish();
     Ok(report)
+}
+
+/// One device's backup in a set, as listed.
+#[derive(Clone, Debug, Serialize)]
+pub struct ListedBackup {
+    pub device: String,
+    /// The manifest file.
+    pub manifest: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<BackupKind>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent_set: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub full_reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub format: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub created_unix: Option<u64>,
+    pub capacity: u64,
+    pub block_size: u32,
+    pub blocks_total: u32,
+    pub blocks_stored: u64,
+    pub data_bytes: u64,
+    /// Bytes of the manifest and the sums file.
+    pub manifest_bytes: u64,
+    /// Why the backup cannot be used, if it cannot.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// One set, as listed.
+#[derive(Clone, Debug, Serialize)]
+pub struct ListedSet {
+    pub set: String,
+    pub devices: Vec<ListedBackup>,
+}
+
+/// What a repository holds.
+#[derive(Clone, Debug, Serialize)]
+pub struct Listing {
+    #[serde(serialize_with = "serialize_path_lossy")]
+    pub repository: PathBuf,
+    pub sets: Vec<ListedSet>,
+}
+
+/// Lists the sets of a repository and the backups in each (of `device`
+/// only, if given). A backup whose manifest or files are damaged is listed
+/// with the reason.
+pub fn list(repository: &Path, device: Option<&str>) -> Result<Listing> {
+    let repo = Repository::new(repository);
+    let _lock = repo.lock(false, "list")?;
+    let mut sets = Vec::new();
+    for set in repo.sets()? {
+        let dir = repo.set_dir(&set);
+        let rd = fs::read_dir(&dir).map_err(|e| Error::io(format!("read {}", dir.display()), e))?;
+        let mut files: Vec<PathBuf> = rd
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .collect();
+        files.sort();
+        let mut devices = Vec::new();
+        for file in files {
+            let stem = file
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let json_len = fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+            let mut entry = ListedBackup {
+                device: stem,
+                manifest: file.to_string_lossy().into_owned(),
+                kind: None,
+                parent_set: None,
+                full_reason: None,
+                format: None,
+                path: None,
+                created_unix: None,
+                capacity: 0,
+                block_size: 0,
+                blocks_total: 0,
+                blocks_stored: 0,
+                data_bytes: 0,
+                manifest_bytes: json_len,
+                error: None,
+            };
+            match Manifest::load(&file).map(|(m, _)| {
+                let checked = repo.load(&set, &m.device.name).map(drop);
+                (m, checked)
+            }) {
+                Ok((m, checked)) => {
+                    entry.device = m.device.name.clone();
+                    entry.kind = Some(m.kind);
+                    entry.parent_set = m.parent.as_ref().map(|p| p.set.clone());
+                    entry.full_reason = m.full_reason.clone();
+                    entry.format = Some(m.format);
+                    entry.path = Some(m.device.path.clone());
+                    entry.created_unix = Some(m.created_unix);
+                    entry.capacity = m.device.capacity;
+                    entry.block_size = m.cbt.block_size;
+                    entry.blocks_total = m.cbt.block_count;
+                    entry.blocks_stored = m.stored_blocks();
+                    entry.data_bytes = m.data_size;
+                    if m.legacy_sums.is_none() {
+                        entry.manifest_bytes += fs::metadata(dir.join(&m.sums_file))
+                            .map(|x| x.len())
+                            .unwrap_or(0);
+                    }
+                    entry.error = checked.err().map(|e| e.to_string());
+                }
+                Err(e) => entry.error = Some(e.to_string()),
+            }
+            if device.is_none_or(|d| d == entry.device) {
+                devices.push(entry);
+            }
+        }
+        if !devices.is_empty() || device.is_none() {
+            sets.push(ListedSet { set, devices });
+        }
+    }
+    Ok(Listing {
+        repository: repository.to_path_buf(),
+        sets,
+    })
 }
