@@ -5,16 +5,47 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use uuid::Uuid;
 
-pub const EXIT_CODES: &str = "\
-Exit status:
-  0    success
-  1    other failure (an ioctl or I/O error; the message names it)
-  2    bad command line
-  3    the kernel has no blksnap support (no /dev/blksnap-control, unknown ioctl)
-  4    device problem: missing, not a block device, or permission denied
-  5    the backup is invalid or does not match (damaged manifest, verify mismatch)
-  6    no space left on the backup target
-  130  interrupted (Ctrl-C, SIGTERM); no partial result is left behind";
+/// The exit status codes, the same for every command.
+pub const EXIT_CODE_TABLE: &[(u8, &str)] = &[
+    (0, "success"),
+    (
+        1,
+        "other failure (an ioctl or I/O error, a refused request such as a restore \
+         target that exists or is in use; the message names it)",
+    ),
+    (2, "bad command line"),
+    (
+        3,
+        "the kernel has no blksnap support (no /dev/blksnap-control, unknown ioctl)",
+    ),
+    (
+        4,
+        "device problem: missing, not a block device, or permission denied",
+    ),
+    (
+        5,
+        "the backup is invalid or does not match (damaged manifest or data, \
+         verify mismatch, no backup of the device)",
+    ),
+    (6, "no space left on the backup target"),
+    (
+        7,
+        "the repository is locked by another blksnap run (try again later)",
+    ),
+    (
+        130,
+        "interrupted (Ctrl-C, SIGTERM); no partial result is left behind",
+    ),
+];
+
+/// The exit status codes as text.
+pub fn exit_codes_text() -> String {
+    let mut s = String::from("Exit status:");
+    for (code, meaning) in EXIT_CODE_TABLE {
+        s.push_str(&format!("\n  {code:<4} {meaning}"));
+    }
+    s
+}
 
 #[derive(Parser, Debug)]
 #[command(
@@ -32,9 +63,11 @@ Exit status:
                                           devices from one snapshot
   blksnap restore --repo /backup --device vdb /tmp/vdb.img
   blksnap verify --repo /backup --device vdb /dev/vdb
+  blksnap list --repo /backup             what the repository holds
 
 ", "Exit status: 0 ok, 1 failure, 2 usage, 3 no blksnap in kernel, 4 device problem,
-5 invalid backup or mismatch, 6 target full, 130 interrupted (see `blksnap exit-codes`)")
+5 invalid backup or mismatch, 6 target full, 7 repository locked, 130 interrupted
+(see `blksnap exit-codes`)")
 )]
 pub struct Cli {
     /// Print results as JSON on standard output.
@@ -69,7 +102,7 @@ Examples:
   blksnap readcbtmap --newer-than 3 /dev/vdb      blocks changed after snapshot 3
   blksnap readcbtmap --output map.bin /dev/vdb    raw map, one byte per block")]
     Readcbtmap(ReadCbtMapArgs),
-    /// Mark sectors of a device as changed in the CBT map.
+    /// Mark sectors of a device, or the blocks of a file (--file), as changed in the CBT map.
     #[command(after_help = "\
 Examples:
   blksnap markdirtyblock --sectors 0:8 --sectors 2048:16 /dev/vdb
@@ -81,10 +114,12 @@ Examples:
     /// Back up devices from one coherent snapshot (full or incremental).
     #[command(after_help = "\
 The repository holds numbered sets (000001, 000002, ...), one per run, each with
-<device>.json (manifest with per-block checksums) and <device>.data. A set is
-written under a temporary name and renamed when complete. A backup is
-incremental when the previous set of the device was made in the same CBT
-generation; it then copies the blocks changed since that set's snapshot.
+<device>.json (manifest), <device>.sums (checksums of the copied blocks) and
+<device>.data (the copied blocks). A set is written under a temporary name and
+renamed when complete. A backup is incremental when the previous set of the
+device was made in the same CBT generation; it then copies the blocks changed
+since that set's snapshot. The repository is locked while a run uses it: a
+second run fails at once with exit status 7.
 
 Examples:
   blksnap backup --repo /backup /dev/vdb
@@ -93,18 +128,32 @@ Examples:
     Backup(BackupArgs),
     /// Restore a device's backup chain (full + incrementals) to a device or image file.
     #[command(after_help = "\
+An image file is written under a temporary name and renamed at the end. A block
+device is overwritten only with --force, and is opened exclusively: a mounted or
+otherwise used device is refused.
+
 Examples:
   blksnap restore --repo /backup --device vdb /tmp/vdb.img
-  blksnap restore --repo /backup --device vdb --set 000003 /dev/vdd")]
+  blksnap restore --repo /backup --device vdb --set 000003 --force /dev/vdd")]
     Restore(RestoreArgs),
     /// Check a backup, alone or against a device or image.
     #[command(after_help = "\
-Without TARGET, checks every stored block of the chain against its checksum.
+Without TARGET, reads every stored block of every set of the chain (also blocks
+that newer sets replace) and checks it against its checksum. With TARGET,
+compares each block of TARGET with the backup's state. The repository is read
+with its cached pages dropped, so the check reads the disks.
 
 Examples:
   blksnap verify --repo /backup --device vdb
   blksnap verify --repo /backup --device vdb /tmp/vdb.img")]
     Verify(VerifyArgs),
+    /// List the sets of a repository and the backups in each.
+    #[command(after_help = "\
+Examples:
+  blksnap list --repo /backup
+  blksnap list --repo /backup --device vdb
+  blksnap --json list --repo /backup")]
+    List(ListArgs),
     /// Explain the exit status codes.
     ExitCodes,
 }
@@ -247,7 +296,7 @@ pub struct RestoreArgs {
     /// Restore the state of this set (default: the newest).
     #[arg(long)]
     pub set: Option<String>,
-    /// Replace an existing image file.
+    /// Replace an existing image file, or overwrite a block device.
     #[arg(long)]
     pub force: bool,
     /// Block device or image file to write.
@@ -267,6 +316,16 @@ pub struct VerifyArgs {
     pub set: Option<String>,
     /// Device or image to compare with the backup.
     pub target: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct ListArgs {
+    /// Backup repository directory.
+    #[arg(long, value_name = "DIR")]
+    pub repo: PathBuf,
+    /// Only the backups of this device (kernel name, e.g. vdb).
+    #[arg(long, value_name = "NAME")]
+    pub device: Option<String>,
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {

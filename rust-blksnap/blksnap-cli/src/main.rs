@@ -33,6 +33,7 @@ mod exit {
     pub const DEVICE: u8 = 4;
     pub const INVALID_BACKUP: u8 = 5;
     pub const NO_SPACE: u8 = 6;
+    pub const LOCKED: u8 = 7;
     pub const INTERRUPTED: u8 = 130;
 }
 
@@ -61,6 +62,7 @@ fn exit_code(err: &anyhow::Error) -> u8 {
                     exit::DEVICE
                 }
                 Error::InvalidBackup(_) | Error::Mismatch(_) => exit::INVALID_BACKUP,
+                Error::Locked { .. } => exit::LOCKED,
                 Error::Interrupted => exit::INTERRUPTED,
                 _ => exit::FAILURE,
             };
@@ -92,27 +94,55 @@ fn main() -> ExitCode {
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            let msg = err
-                .chain()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(": ");
-            eprintln!("blksnap: error: {msg}");
-            ExitCode::from(exit_code(&err))
+            let code = exit_code(&err);
+            let msg = error_message(&err);
+            if cli.json {
+                let errno = err
+                    .chain()
+                    .find_map(|c| c.downcast_ref::<Error>().and_then(Error::errno))
+                    .map(|e| format!("{e:?}"));
+                let v = json!({ "error": { "message": msg, "exit_code": code, "errno": errno } });
+                eprintln!("{v}");
+            } else {
+                eprintln!("blksnap: error: {msg}");
+            }
+            ExitCode::from(code)
         }
     }
+}
+
+/// The error and its causes on one line, each said once (a cause whose
+/// text the message already ends with is not repeated).
+fn error_message(err: &anyhow::Error) -> String {
+    let mut msg = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if msg.ends_with(&text) {
+            continue;
+        }
+        if !msg.is_empty() {
+            msg.push_str(": ");
+        }
+        msg.push_str(&text);
+    }
+    msg
 }
 
 /// Prints a result: JSON when asked, text otherwise.
 fn emit(json_mode: bool, value: serde_json::Value, text: impl FnOnce() -> String) {
     let out = if json_mode {
-        serde_json::to_string_pretty(&value).expect("json")
+        serde_json::to_string_pretty(&value).unwrap_or_else(|_| value.to_string())
     } else {
         text()
     };
     if !out.is_empty() {
         println!("{out}");
     }
+}
+
+/// A path as text for JSON output (bytes that are not UTF-8 replaced).
+fn lossy(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
 }
 
 /// Progress bars on standard error, shown only on a terminal.
@@ -202,7 +232,14 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     let kernel = Kernel::new();
     let j = cli.json;
     match &cli.command {
-        Command::ExitCodes => println!("{}", cli::EXIT_CODES),
+        Command::ExitCodes => emit(
+            j,
+            json!({ "exit_codes": cli::EXIT_CODE_TABLE
+                .iter()
+                .map(|(code, meaning)| json!({ "code": code, "meaning": meaning }))
+                .collect::<Vec<_>>() }),
+            cli::exit_codes_text,
+        ),
         Command::Version => {
             let v = kernel.version()?;
             emit(
@@ -214,17 +251,21 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         Command::Attach(a) => {
             let dev = kernel.open_device(&a.device)?;
             let outcome = dev.attach()?;
-            emit(j, json!({ "device": a.device, "result": outcome }), || {
-                format!("{}: {:?}", a.device.display(), outcome)
-                    .replace("AlreadyAttached", "already attached")
-                    .replace("Attached", "attached")
-            });
+            emit(
+                j,
+                json!({ "device": lossy(&a.device), "result": outcome }),
+                || {
+                    format!("{}: {:?}", a.device.display(), outcome)
+                        .replace("AlreadyAttached", "already attached")
+                        .replace("Attached", "attached")
+                },
+            );
         }
         Command::Detach(a) => {
             kernel.open_device(&a.device)?.detach()?;
             emit(
                 j,
-                json!({ "device": a.device, "result": "detached" }),
+                json!({ "device": lossy(&a.device), "result": "detached" }),
                 || format!("{}: detached", a.device.display()),
             );
         }
@@ -245,7 +286,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
                 libblksnap::util::write_synced(out, &map)?;
                 emit(
                     j,
-                    json!({ "output": out, "blocks": map.len() }),
+                    json!({ "output": lossy(out), "blocks": map.len() }),
                     String::new,
                 );
                 return Ok(());
@@ -310,7 +351,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             let sectors: u64 = ranges.iter().map(|r| r.count).sum();
             emit(
                 j,
-                json!({ "device": a.device, "ranges": ranges, "sectors": sectors }),
+                json!({ "device": lossy(&a.device), "ranges": ranges, "sectors": sectors }),
                 || {
                     format!(
                         "{}: marked {} range(s), {} bytes",
@@ -401,19 +442,125 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
                     r.mismatch_count,
                     &r.mismatched[..r.mismatched.len().min(10)]
                 ),
+                None if r.mismatch_count == 0 => format!(
+                    "sets {} of {}: all {} stored blocks are intact",
+                    r.sets.join(", "),
+                    r.device,
+                    r.blocks_checked
+                ),
                 None => format!(
-                    "set {} of {}: every stored block is intact",
-                    r.set, r.device
+                    "sets {} of {}: {} of {} stored blocks are damaged",
+                    r.sets.join(", "),
+                    r.device,
+                    r.mismatch_count,
+                    r.blocks_checked
                 ),
             });
+            if !r.damaged.is_empty() {
+                let first: Vec<String> = r
+                    .damaged
+                    .iter()
+                    .take(10)
+                    .map(|d| format!("set {} block {}", d.set, d.block))
+                    .collect();
+                return Err(Error::Mismatch(format!(
+                    "{} stored block(s) of {} do not match their checksums: {}{}",
+                    r.mismatch_count,
+                    r.device,
+                    first.join(", "),
+                    if r.mismatch_count > 10 { ", ..." } else { "" }
+                ))
+                .into());
+            }
             if r.mismatch_count > 0 {
                 return Err(
                     Error::Mismatch(format!("{} block(s) differ", r.mismatch_count)).into(),
                 );
             }
         }
+        Command::List(a) => {
+            let l = backup::list(&a.repo, a.device.as_deref())?;
+            emit(j, json!(l), || list_text(&l));
+        }
     }
     Ok(())
+}
+
+/// `blksnap list` as a table.
+fn list_text(l: &backup::Listing) -> String {
+    let mut rows = vec![[
+        "SET".to_string(),
+        "DEVICE".into(),
+        "KIND".into(),
+        "PARENT".into(),
+        "CAPACITY".into(),
+        "BLOCKS".into(),
+        "DATA".into(),
+        "MANIFEST".into(),
+        "CREATED".into(),
+    ]];
+    let mut notes = Vec::new();
+    for s in &l.sets {
+        for d in &s.devices {
+            if let Some(e) = &d.error {
+                notes.push(format!("{} {}: {e}", s.set, d.device));
+            }
+            rows.push([
+                s.set.clone(),
+                d.device.clone(),
+                match (d.kind, &d.error) {
+                    (_, Some(_)) => "damaged".into(),
+                    (Some(libblksnap::manifest::BackupKind::Full), _) => "full".into(),
+                    (Some(_), _) => "incremental".into(),
+                    (None, _) => "?".into(),
+                },
+                d.parent_set.clone().unwrap_or_else(|| "-".into()),
+                human(d.capacity),
+                format!("{}/{}", d.blocks_stored, d.blocks_total),
+                human(d.data_bytes),
+                human(d.manifest_bytes),
+                d.created_unix
+                    .map(|t| t.to_string())
+                    .unwrap_or_else(|| "-".into()),
+            ]);
+        }
+    }
+    if rows.len() == 1 {
+        return format!("{}: no backups", l.repository.display());
+    }
+    let widths: Vec<usize> = (0..rows[0].len())
+        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
+        .collect();
+    let mut out: Vec<String> = rows
+        .iter()
+        .map(|r| {
+            r.iter()
+                .zip(&widths)
+                .map(|(v, w)| format!("{v:<w$}"))
+                .collect::<Vec<_>>()
+                .join("  ")
+                .trim_end()
+                .to_string()
+        })
+        .collect();
+    out.extend(notes);
+    out.join("\n")
+}
+
+/// A size in bytes with a binary unit.
+fn human(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
 }
 
 fn snapshot(kernel: &Kernel, cmd: &SnapshotCommand, j: bool) -> anyhow::Result<()> {
@@ -433,13 +580,16 @@ fn snapshot(kernel: &Kernel, cmd: &SnapshotCommand, j: bool) -> anyhow::Result<(
                     return Err(e.into());
                 }
             }
-            emit(j, json!({ "id": id, "devices": a.devices }), || {
-                id.to_string()
-            });
+            let names: Vec<String> = a.devices.iter().map(|p| lossy(p)).collect();
+            emit(j, json!({ "id": id, "devices": names }), || id.to_string());
         }
         SnapshotCommand::Add(a) => {
             kernel.open_device(&a.device)?.snapshot_add(&a.id)?;
-            emit(j, json!({ "id": a.id, "device": a.device }), String::new);
+            emit(
+                j,
+                json!({ "id": a.id, "device": lossy(&a.device) }),
+                String::new,
+            );
         }
         SnapshotCommand::Take(a) => {
             kernel.snapshot_take(&a.id)?;
@@ -509,7 +659,7 @@ fn print_outcome(j: bool, o: &WaitOutcome) {
         WaitOutcome::Gone => (json!({ "event": "destroyed" }), "snapshot destroyed".into()),
     };
     if j {
-        println!("{}", serde_json::to_string(&v).expect("json"));
+        println!("{v}");
     } else {
         println!("{t}");
     }

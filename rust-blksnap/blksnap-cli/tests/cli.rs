@@ -5,6 +5,7 @@
 //! read only the repository and the target).
 
 use std::os::fd::AsFd;
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
@@ -107,6 +108,8 @@ fn kernel_without_blksnap_is_reported() {
             err.contains("/dev/blksnap-control") && err.contains("no blksnap support"),
             "{err}"
         );
+        // The driver is built in: there is no module to load.
+        assert!(!err.contains("module"), "{err}");
     }
     // A real block device, if the host has one we may open.
     if let Some(dev) = ["/dev/loop0", "/dev/vda", "/dev/sda", "/dev/nvme0n1"]
@@ -143,7 +146,8 @@ fn bad_devices_are_named() {
         .unwrap();
     assert_eq!(out.status.code(), Some(4));
     assert!(one_line_error(&out).contains("no such device"));
-    assert!(!dir.path().join("repo").join("000001").exists());
+    // A failed run does not create the repository.
+    assert!(!dir.path().join("repo").exists());
     let out = blksnap()
         .args(["markdirtyblock", "--sectors", "0:8"])
         .arg(&file)
@@ -157,6 +161,15 @@ fn bad_devices_are_named() {
         .unwrap();
     assert_ne!(out.status.code(), Some(0));
     one_line_error(&out);
+}
+
+/// Names of temporary (".partial") files in `dir`.
+fn partials(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("partial"))
+        .collect()
 }
 
 /// Makes a full and two incremental backups of a fake disk; returns the
@@ -249,7 +262,9 @@ fn restore_and_verify_a_fake_backup() {
     assert_eq!(out.status.code(), Some(5));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(v["mismatch_count"].as_u64().unwrap() > 0);
-    one_line_error(&out);
+    // With --json, the error is one JSON line on stderr.
+    let e: serde_json::Value = serde_json::from_slice(&out.stderr).unwrap();
+    assert_eq!(e["error"]["exit_code"], 5);
     let out = blksnap()
         .args(["verify", "--device", "nosuch", "--repo"])
         .arg(&repo)
@@ -279,7 +294,7 @@ fn restore_and_verify_a_fake_backup() {
     );
     // The image from before is untouched (restore writes under a temporary name).
     assert_eq!(std::fs::read(&img).unwrap(), contents);
-    assert!(!dir.path().join(".out.img.partial").exists());
+    assert_eq!(partials(dir.path()), Vec::<String>::new());
 }
 
 #[test]
@@ -307,7 +322,7 @@ fn interrupted_restore_leaves_no_image() {
         Some(130) => {
             eprintln!("interrupted as intended");
             assert!(!img.exists());
-            assert!(!dir.path().join(".big.img.partial").exists());
+            assert_eq!(partials(dir.path()), Vec::<String>::new());
         }
         other => panic!("unexpected exit {other:?}"),
     }
@@ -348,4 +363,233 @@ fn full_target_is_reported() {
     assert_eq!(out.status.code(), Some(6));
     assert!(one_line_error(&out).contains("No space left"));
     assert!(listing.is_empty(), "{listing:?}");
+}
+
+/// A full backup of a 16-block fake disk, then an incremental that
+/// supersedes block 3. Returns the repository.
+fn two_sets(dir: &Path) -> PathBuf {
+    let k = FakeKernel::new(4096);
+    let dev = Path::new("/dev/fakedisk");
+    k.add_disk(dev, "fakedisk", 3, 16 * 4096);
+    k.write(dev, 0, &[7u8; 16 * 4096]);
+    let repo = dir.join("repo");
+    let storage = tempfile::tempfile().unwrap();
+    let stop = AtomicBool::new(false);
+    let req = BackupRequest {
+        devices: vec![dev.to_path_buf()],
+        repository: repo.clone(),
+        mode: Mode::Auto,
+        diff_storage: storage.as_fd(),
+        diff_storage_limit_sectors: 1 << 20,
+        interrupt: &stop,
+    };
+    backup::backup(&k, &req, &NoProgress).unwrap();
+    k.write(dev, 3 * 4096 + 10, b"newer");
+    backup::backup(&k, &req, &NoProgress).unwrap();
+    repo
+}
+
+#[test]
+fn verify_checks_the_blocks_of_every_set_of_the_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = two_sets(dir.path());
+    blksnap()
+        .args(["verify", "--device", "fakedisk", "--repo"])
+        .arg(&repo)
+        .assert()
+        .success();
+    // Block 3 of set 1, which set 2 supersedes.
+    let data = repo.join("000001/fakedisk.data");
+    let mut bytes = std::fs::read(&data).unwrap();
+    bytes[3 * 4096 + 100] ^= 0x55;
+    std::fs::write(&data, bytes).unwrap();
+    let out = blksnap()
+        .args(["verify", "--device", "fakedisk", "--repo"])
+        .arg(&repo)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(5), "{out:?}");
+    let err = one_line_error(&out);
+    assert!(err.contains("000001") && err.contains("block 3"), "{err}");
+}
+
+/// A block major the running kernel does not know: opening such a node
+/// fails with ENXIO, so no test can write to a real disk by mistake.
+fn unused_block_major() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/devices").ok()?;
+    let used: Vec<u64> = text
+        .split("Block devices:")
+        .nth(1)?
+        .lines()
+        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+        .collect();
+    (60..=63).chain(120..=127).find(|m| !used.contains(m))
+}
+
+#[test]
+fn restore_refuses_unfit_targets_before_writing() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = two_sets(dir.path());
+    let restore = |target: &Path, force: bool| {
+        let mut c = blksnap();
+        c.args(["restore", "--device", "fakedisk", "--repo"])
+            .arg(&repo);
+        if force {
+            c.arg("--force");
+        }
+        c.arg(target).output().unwrap()
+    };
+    // A directory: refused at once, not after the whole image is written.
+    let target_dir = dir.path().join("adir");
+    std::fs::create_dir(&target_dir).unwrap();
+    let out = restore(&target_dir, true);
+    assert_eq!(out.status.code(), Some(1));
+    let err = one_line_error(&out);
+    assert!(
+        err.contains("is a directory") && !err.contains("rename"),
+        "{err}"
+    );
+    // Something that is neither a file nor a block device.
+    let fifo = dir.path().join("fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let out = restore(&fifo, true);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(one_line_error(&out).contains("not a regular file or a block device"));
+    assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
+    assert_eq!(partials(dir.path()), Vec::<String>::new());
+
+    // A block device needs --force, and is opened exclusively.
+    let Some(major) = unused_block_major() else {
+        eprintln!("skipped the block device part: no unused major");
+        return;
+    };
+    let node = dir.path().join("blk");
+    let made = nix::sys::stat::mknod(
+        &node,
+        nix::sys::stat::SFlag::S_IFBLK,
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+        nix::sys::stat::makedev(major, 0),
+    );
+    if made.is_err() {
+        eprintln!("skipped the block device part: cannot mknod ({made:?})");
+        return;
+    }
+    let out = restore(&node, false);
+    assert_eq!(out.status.code(), Some(1));
+    let err = one_line_error(&out);
+    assert!(
+        err.contains("block device") && err.contains("--force"),
+        "{err}"
+    );
+    let out = restore(&node, true);
+    assert_ne!(out.status.code(), Some(0));
+    one_line_error(&out);
+}
+
+#[test]
+fn an_error_is_printed_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = two_sets(dir.path());
+    let out = blksnap()
+        .args(["restore", "--device", "fakedisk", "--repo"])
+        .arg(&repo)
+        .arg(dir.path().join("no/such/dir/x.img"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = one_line_error(&out);
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+}
+
+#[test]
+fn json_errors_are_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = blksnap()
+        .args(["--json", "verify", "--device", "x", "--repo"])
+        .arg(dir.path().join("none"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(5));
+    let v: serde_json::Value = serde_json::from_slice(&out.stderr)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(v["error"]["exit_code"], 5);
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("no backup"));
+    let out = blksnap().args(["--json", "exit-codes"]).output().unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["exit_codes"].as_array().unwrap().len() >= 8, "{v}");
+}
+
+#[test]
+fn list_shows_what_the_repository_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = two_sets(dir.path());
+    let out = blksnap()
+        .args(["list", "--repo"])
+        .arg(&repo)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("000001") && text.contains("full"), "{text}");
+    assert!(
+        text.contains("000002") && text.contains("incremental"),
+        "{text}"
+    );
+    let out = blksnap()
+        .args(["--json", "list", "--repo"])
+        .arg(&repo)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let sets = v["sets"].as_array().unwrap();
+    assert_eq!(sets.len(), 2);
+    assert_eq!(sets[1]["devices"][0]["device"], "fakedisk");
+    assert_eq!(sets[1]["devices"][0]["kind"], "incremental");
+    assert_eq!(sets[1]["devices"][0]["parent_set"], "000001");
+    assert_eq!(sets[1]["devices"][0]["blocks_stored"], 1);
+    assert_eq!(sets[0]["devices"][0]["data_bytes"], 16 * 4096);
+}
+
+#[test]
+fn a_locked_repository_is_refused_with_the_holder() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let repo = two_sets(dir.path());
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(repo.join(".lock"))
+        .unwrap();
+    let mut lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusiveNonblock)
+        .map_err(|(_, e)| e)
+        .unwrap();
+    lock.set_len(0).unwrap();
+    writeln!(lock, "{} backup", std::process::id()).unwrap();
+    for args in [vec!["verify", "--device", "fakedisk"], vec!["list"]] {
+        let out = blksnap()
+            .args(&args)
+            .arg("--repo")
+            .arg(&repo)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(7), "{args:?}: {out:?}");
+        let err = one_line_error(&out);
+        assert!(
+            err.contains(&format!("locked by pid {}", std::process::id())),
+            "{err}"
+        );
+    }
+    drop(lock);
+    blksnap()
+        .args(["verify", "--device", "fakedisk", "--repo"])
+        .arg(&repo)
+        .assert()
+        .success();
 }
