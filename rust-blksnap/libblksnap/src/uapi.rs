@@ -42,6 +42,8 @@ pub mod nr {
     pub const SNAPSHOT_TAKE: u8 = 3;
     pub const SNAPSHOT_COLLECT: u8 = 4;
     pub const SNAPSHOT_WAIT_EVENT: u8 = 5;
+    /// An extension of the v6 interface (`IOCTL_BLKSNAP_SNAPSHOT_EVENTS`).
+    pub const SNAPSHOT_EVENTS: u8 = 6;
 }
 
 /// Event code: a snapshot image became unusable.
@@ -49,6 +51,15 @@ pub const EVENT_CODE_CORRUPTED: u32 = 0;
 /// `blksnap_event_code_no_space`: an extension of the v6 interface, with a
 /// [`blksnap_event_no_space`] payload.
 pub const EVENT_CODE_NO_SPACE: u32 = 1;
+
+/// `struct blksnap_snapshot_events` (an extension of the v6 interface): the
+/// event codes a snapshot delivers beyond `corrupted`, bit N for code N.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct blksnap_snapshot_events {
+    pub id: blksnap_uuid,
+    pub mask: u64,
+}
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -200,6 +211,8 @@ pub const IOCTL_BLKSNAP_SNAPSHOT_COLLECT: u32 =
     ior::<blksnap_snapshot_collect>(BLKSNAP_IOCTL_TYPE, nr::SNAPSHOT_COLLECT);
 pub const IOCTL_BLKSNAP_SNAPSHOT_WAIT_EVENT: u32 =
     ior::<blksnap_snapshot_event>(BLKSNAP_IOCTL_TYPE, nr::SNAPSHOT_WAIT_EVENT);
+pub const IOCTL_BLKSNAP_SNAPSHOT_EVENTS: u32 =
+    iow::<blksnap_snapshot_events>(BLKSNAP_IOCTL_TYPE, nr::SNAPSHOT_EVENTS);
 pub const BLKFILTER_ATTACH: u32 = iowr::<blkfilter_name>(BLOCK_IOCTL_TYPE, 140);
 pub const BLKFILTER_DETACH: u32 = iowr::<blkfilter_name>(BLOCK_IOCTL_TYPE, 141);
 pub const BLKFILTER_CTL: u32 = iowr::<blkfilter_ctl>(BLOCK_IOCTL_TYPE, 142);
@@ -231,6 +244,7 @@ const _: () = assert!(offset_of!(blksnap_version, minor) == 2);
 const _: () = assert!(offset_of!(blksnap_version, revision) == 4);
 const _: () = assert!(offset_of!(blksnap_version, build) == 6);
 const _: () = assert!(size_of::<blksnap_snapshot_create>() == 32);
+const _: () = assert!(size_of::<blksnap_snapshot_events>() == 24);
 const _: () = assert!(offset_of!(blksnap_snapshot_create, diff_storage_fd) == 8);
 const _: () = assert!(offset_of!(blksnap_snapshot_create, id) == 12);
 const _: () = assert!(size_of::<blksnap_snapshot_collect>() == 16);
@@ -259,6 +273,7 @@ const _: () = {
     assert!(IOCTL_BLKSNAP_SNAPSHOT_TAKE == 0x4010_5603);
     assert!(IOCTL_BLKSNAP_SNAPSHOT_COLLECT == 0x8010_5604);
     assert!(IOCTL_BLKSNAP_SNAPSHOT_WAIT_EVENT == 0x9000_5605);
+    assert!(IOCTL_BLKSNAP_SNAPSHOT_EVENTS == 0x4018_5606);
     assert!(BLKFILTER_ATTACH == 0xc020_128c);
     assert!(BLKFILTER_DETACH == 0xc020_128d);
     assert!(BLKFILTER_CTL == 0xc030_128e);
