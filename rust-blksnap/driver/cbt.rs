@@ -579,6 +579,21 @@ impl Cbt {
     /// A range that starts inside the device is cut at its end. Fails with `EINVAL` if `count`
     /// is 0 or `sector` is at or past the end of the device (as far as the maps cover it).
     pub(crate) fn mark_dirty(&self, sector: u64, count: u64) -> Result {
+        self.mark_both(sector, count, GFP_KERNEL)
+    }
+
+    /// Marks the blocks that a write of the snapshot image changes, for the `count` sectors from
+    /// `sector`, as [`Cbt::mark_dirty`] does: in the frozen map, at the take's changes number, so
+    /// that a backup read from the image after the write copies them, and in the active map, so
+    /// that the next one copies them again from the origin, which does not have the write. This
+    /// is what blksnap v6 does. Allocates without I/O: image writes are served by a worker that
+    /// may be needed to free memory.
+    pub(crate) fn mark_image_write(&self, sector: u64, count: u64) -> Result {
+        self.mark_both(sector, count, GFP_NOIO)
+    }
+
+    /// [`Cbt::mark_dirty`], allocating the saved pieces it needs with `flags`.
+    fn mark_both(&self, sector: u64, count: u64, flags: Flags) -> Result {
         let frozen = self.frozen.lock();
         if sector >= frozen.geometry.capacity_sectors() {
             return Err(EINVAL);
@@ -592,7 +607,7 @@ impl Cbt {
                 matches!(active.view, View::Pieces)
                     && matches!(active.pieces.get(index), Some(Piece::Shared))
             };
-            let spare = if shared { new_saved(GFP_KERNEL) } else { None };
+            let spare = if shared { new_saved(flags) } else { None };
             let mut active = self.active.lock();
             active.save_piece(index, || spare);
             active.fill_frozen(part.clone(), frozen.number);

@@ -258,14 +258,16 @@ impl DiffArea {
     /// Copy-on-write for a write-like `bio` submitted to the origin: lets it go on if the chunks
     /// it touches are preserved, takes it over and holds it otherwise.
     pub(crate) fn cow(self: &Arc<Self>, bio: FilterBio<'_>) {
-        if bio.has_crypt_context() || bio.has_integrity() {
-            // The device transforms or extends this data on its way: a copy of the chunks could
-            // not be trusted to be what the device holds. Break the snapshot, not the write.
+        // A write with an inline encryption context is fine: a device with a crypto profile of
+        // its own cannot join a snapshot, so the context is served by the blk-crypto fallback,
+        // which encrypts the data below the filter. Copy-on-write copies the data as the device
+        // holds it (encrypted), and so does the image show it, as blksnap v6 does.
+        if bio.has_integrity() {
+            // Only a device with an integrity profile gets a payload, and such a device cannot
+            // join a snapshot; should one come, a copy of the chunks could not be trusted to be
+            // what the device holds. Break the snapshot, not the write.
             if self.error().is_none() {
-                pr_err!(
-                    "{}: a write with an inline encryption context or an integrity payload\n",
-                    self.dev
-                );
+                pr_err!("{}: a write with an integrity payload\n", self.dev);
             }
             self.fail(EPERM);
             return;
@@ -302,16 +304,18 @@ impl DiffArea {
                 let _ = to_read.push(i, GFP_ATOMIC);
             }
         }
+        // The chunks of the range are `Reading` now: the area must be failed before the write
+        // goes on, or an image read in between could return its new data.
         if inner.waiting.reserve(1, GFP_ATOMIC).is_err() {
             drop(inner);
-            pass_on(bio);
             self.fail(ENOMEM);
+            pass_on(bio);
             return;
         }
         if let Err(err) = inner.waiting.push_within_capacity(Waiter { bio, chunks }) {
             drop(inner);
-            pass_on(err.0.bio);
             self.fail(ENOMEM);
+            pass_on(err.0.bio);
             return;
         }
         if let Some(held) = inner.held_reads.as_mut() {
@@ -782,7 +786,12 @@ pub(crate) fn copy_from_bio(
 #[kunit_tests(blksnap_diff_area)]
 mod tests {
     use super::*;
-    use crate::{chunk::Params, diff_storage::DiffStorage, image::Image};
+    use crate::{
+        cbt::{Cbt, Geometry as CbtGeometry, Params as CbtParams},
+        chunk::Params,
+        diff_storage::DiffStorage,
+        image::Image,
+    };
     use kernel::{
         block::{
             bdev::OpenMode,
@@ -792,8 +801,9 @@ mod tests {
         fs::{file_io::KernelFile, File},
         sync::{
             atomic::{Atomic, Relaxed},
-            ArcBorrow, Completion, Mutex,
+            ArcBorrow, Completion, Mutex, SetOnce,
         },
+        workqueue::{OwnedQueue, QueueFlag},
     };
 
     /// Chunks of 4 KiB (8 sectors); the area covers 16 of them.
@@ -852,6 +862,8 @@ mod tests {
     /// Dropped in this order: the area (which has the disk open), the disk, its memory.
     struct Setup {
         area: Arc<DiffArea>,
+        /// The change tracker the images of the area mark their writes in: one block per chunk.
+        cbt: Arc<Cbt>,
         _disk: BioDisk<Ram>,
         ram: Arc<Ram>,
     }
@@ -865,6 +877,17 @@ mod tests {
 
         /// As [`Setup::new`], with an origin of logical blocks of `block_size` bytes.
         fn with_block_size(name: &str, storage_chunks: u64, block_size: u32) -> Result<Self> {
+            Self::build(name, storage_chunks, block_size, None)
+        }
+
+        /// As [`Setup::with_block_size`]; with `queues`, the chunks are stored on the first and
+        /// the image bios served on the second, instead of the driver's queues.
+        fn build(
+            name: &str,
+            storage_chunks: u64,
+            block_size: u32,
+            queues: Option<(&'static OwnedQueue, &'static OwnedQueue)>,
+        ) -> Result<Self> {
             let mut data = KVVec::new();
             for i in 0..SECTORS as usize / 8 + SCRATCH_CHUNKS {
                 for _ in 0..CHUNK {
@@ -885,12 +908,23 @@ mod tests {
                 .build::<Ram>(fmt!("blksnap_{name}"), ram.clone())?;
             let file = KernelFile::from_file(File::new_shmem(c"blksnap-kunit", 0)?);
             let storage = DiffStorage::from_file(file, storage_chunks * CHUNK as u64, CHUNK as u64);
-            let shared = crate::snapshot::Shared::new(storage)?;
+            let shared = match queues {
+                None => crate::snapshot::Shared::new(storage)?,
+                Some((store, image)) => {
+                    crate::snapshot::Shared::with_queues(storage, store, image)?
+                }
+            };
             let origin = BlockDeviceFile::open(disk.dev(), OpenMode::Read)?;
             let geometry = Geometry::new(SECTORS, block_size, &Params::new(12, 1 << 20, 12))?;
+            let cbt_geometry = CbtGeometry::new(SECTORS, &CbtParams::new(12, 1 << 20, 12))?;
+            let cbt = Arc::pin_init(
+                Cbt::new(disk.dev(), cbt_geometry, CbtParams::new(12, 1 << 20, 12))?,
+                GFP_KERNEL,
+            )?;
             let area = DiffArea::new(origin, geometry, shared)?;
             Ok(Self {
                 area,
+                cbt,
                 _disk: disk,
                 ram,
             })
@@ -996,7 +1030,13 @@ mod tests {
         t.area.preserve(0)?;
         t.area.preserve(1)?;
         assert_eq!(t.area.error(), None);
-        // Full, and it cannot grow: user space was told before it overflows.
+        // Full, and it cannot grow; the client did not ask for the no-space event (v6 has none).
+        assert_eq!(t.area.shared.events.wait(0).err(), Some(ENOENT));
+        // Once it asks, it is told at once that the storage is low, before it overflows.
+        assert_eq!(t.area.shared.want_events(1 << 7).err(), Some(EINVAL));
+        t.area
+            .shared
+            .want_events(1 << crate::uapi::EVENT_CODE_NO_SPACE)?;
         let event = t.area.shared.events.wait(1000)?;
         assert_eq!(event.code, crate::uapi::EVENT_CODE_NO_SPACE);
         assert_eq!(&event.data[8..16], &((2 * CHUNK as u64) >> 9).to_ne_bytes());
@@ -1005,7 +1045,8 @@ mod tests {
         assert_eq!(t.area.error(), Some(ENOSPC));
         let event = t.area.shared.events.wait(1000)?;
         assert_eq!(event.code, crate::uapi::EVENT_CODE_CORRUPTED);
-        assert_eq!(&event.data[8..12], &ENOSPC.to_errno().to_ne_bytes());
+        // Positive, as v6 reports it.
+        assert_eq!(&event.data[8..12], &28i32.to_ne_bytes());
         assert_eq!(t.area.shared.events.wait(0).err(), Some(ENOENT));
         // Image reads fail from then on, of preserved chunks too.
         assert_eq!(t.read(0).err(), Some(EIO));
@@ -1047,7 +1088,7 @@ mod tests {
     /// As [`read_image`], into a buffer whose data starts `at` bytes into a page.
     fn read_image_at(t: &Setup, sector: u64, len: usize, at: usize) -> Result<KVec<u8>> {
         let disk = Arc::new(
-            Image::create(t.area.clone(), t.area.shared.queue)?,
+            Image::create(t.area.clone(), t.cbt.clone(), t.area.shared.image_queue)?,
             GFP_KERNEL,
         )?;
         let done = Arc::pin_init(
@@ -1092,6 +1133,119 @@ mod tests {
         let mut out = KVec::new();
         out.extend_from_slice(&bytes[at..], GFP_KERNEL)?;
         Ok(out)
+    }
+
+    /// Writes the first chunk of the scratch space, filled with `byte`, at `sector` of the image
+    /// `disk` of `t`'s area; waits for it at most `timeout_ms` (`ETIMEDOUT`).
+    fn write_image(
+        t: &Setup,
+        disk: &Arc<BioDisk<Image>>,
+        sector: u64,
+        byte: u8,
+        timeout_ms: u32,
+    ) -> Result {
+        let done = Arc::pin_init(
+            pin_init!(ImageDone {
+                result <- new_spinlock!(None),
+                done <- Completion::new(),
+            }),
+            GFP_KERNEL,
+        )?;
+        let io = ImageIo {
+            disk: disk.clone(),
+            buf: t.filled(byte, CHUNK)?,
+            done: done.clone(),
+        };
+        let set = &t.area.shared.bio_set;
+        let pages = CHUNK.div_ceil(PAGE_SIZE);
+        let mut bio = NewBio::new(
+            set,
+            io,
+            |d| d.disk.bdev(),
+            Operation::Write,
+            u16::try_from(pages)?,
+            GFP_KERNEL,
+        )?;
+        bio.set_sector(sector);
+        for i in 0..pages {
+            let n = (CHUNK - i * PAGE_SIZE).min(PAGE_SIZE);
+            bio.add_page(|d| &d.buf.pages()[i], n as u32, 0)?;
+        }
+        bio.submit();
+        done.done
+            .wait_for_completion_timeout(kernel::time::msecs_to_jiffies(timeout_ms))?;
+        let (status, _) = done.result.lock().take().ok_or(EINVAL)?;
+        status.to_result()
+    }
+
+    /// The change map of `t` as a take freezes it: one byte per chunk.
+    fn taken_map(t: &Setup) -> Result<KVec<u8>> {
+        let prepared = t.cbt.prepare_take(SECTORS)?;
+        let _ = t.cbt.take(prepared, false);
+        let mut map = KVec::new();
+        t.cbt.read_map(0, 16, &mut |piece| {
+            map.extend_from_slice(piece, GFP_KERNEL)?;
+            Ok(())
+        })?;
+        Ok(map)
+    }
+
+    /// A write of the image is marked in change tracking at the take's changes number (a backup
+    /// read from the image after it copies the block) and in the next map (the next backup
+    /// copies the block again from the origin, which never had the write), as blksnap v6 does.
+    #[test]
+    fn image_writes_are_marked_in_change_tracking() -> Result {
+        let t = Setup::new("kunit_da_cbt", 4)?;
+        // The take of the snapshot: changes number 1 frozen, 2 active.
+        let map = taken_map(&t)?;
+        assert!(all(&map, 0));
+        let disk = Arc::new(
+            Image::create(t.area.clone(), t.cbt.clone(), t.area.shared.image_queue)?,
+            GFP_KERNEL,
+        )?;
+        write_image(&t, &disk, 5 * 8, 0x55, 10_000)?;
+        assert!(all(&t.read(5)?, 0x55));
+        assert!(all(&t.ram.data.lock()[5 * CHUNK..6 * CHUNK], 5));
+        let mut map = KVec::new();
+        t.cbt.read_map(0, 16, &mut |piece| {
+            map.extend_from_slice(piece, GFP_KERNEL)?;
+            Ok(())
+        })?;
+        for (i, &b) in map.iter().enumerate() {
+            assert_eq!(b, if i == 5 { 1 } else { 0 }, "block {}", i);
+        }
+        let next = taken_map(&t)?;
+        for (i, &b) in next.iter().enumerate() {
+            assert_eq!(b, if i == 5 { 2 } else { 0 }, "block {}", i);
+        }
+        Ok(())
+    }
+
+    /// Queues of one worker each, for the store and the image.
+    static SINGLE: SetOnce<(OwnedQueue, OwnedQueue)> = SetOnce::new();
+
+    /// An image write of a chunk not preserved yet waits for the store of its old data. With the
+    /// store and the image on the same queue, and that queue down to one worker (as it is when
+    /// only its rescuer runs, under memory pressure), the store would wait behind the write for
+    /// good. The image has a queue of its own: the write completes.
+    #[test]
+    fn image_writes_complete_with_one_worker_per_queue() -> Result {
+        if SINGLE.as_ref().is_none() {
+            let flags = QueueFlag::Unbound | QueueFlag::MemReclaim;
+            let store = OwnedQueue::new(c"blksnap-kunit-store", flags, 1)?;
+            let image = OwnedQueue::new(c"blksnap-kunit-image", flags, 1)?;
+            let _ = SINGLE.populate((store, image));
+        }
+        let (store, image) = SINGLE.as_ref().ok_or(ENOMEM)?;
+        let t = Setup::build("kunit_da_1wq", 4, 512, Some((store, image)))?;
+        let disk = Arc::new(
+            Image::create(t.area.clone(), t.cbt.clone(), t.area.shared.image_queue)?,
+            GFP_KERNEL,
+        )?;
+        write_image(&t, &disk, 3 * 8, 0x33, 10_000)?;
+        assert!(all(&t.read(3)?, 0x33));
+        assert_eq!(t.area.counts(), [15, 0, 0, 1, 0]);
+        Ok(())
     }
 
     /// A bio whose data starts 512 bytes into a page and crosses two chunk boundaries (one

@@ -317,6 +317,10 @@ impl DiffStorage {
     }
 
     /// Writes the first `len` bytes of `buf` at `offset` of the storage. May sleep.
+    ///
+    /// Every allocation on the way (the page cache of a file, the file system's own) is made
+    /// without I/O: reclaim that waited for I/O could wait for writes to the origins that
+    /// copy-on-write holds until this store is done.
     pub(crate) fn write(
         &self,
         set: &Arc<BioSet>,
@@ -324,6 +328,7 @@ impl DiffStorage {
         buf: &Arc<Buffer>,
         len: usize,
     ) -> Result {
+        let _noio = NoIoScope::new();
         match &self.backend {
             Backend::File(file) => {
                 let pos = Offset::try_from(offset).map_err(|_| EFBIG)?;
@@ -346,7 +351,7 @@ impl DiffStorage {
     }
 
     /// Reads `len` bytes at `offset` of the storage into the start of `buf`, and gives it back.
-    /// May sleep.
+    /// May sleep; allocates without I/O, as [`DiffStorage::write`] does.
     pub(crate) fn read(
         &self,
         set: &Arc<BioSet>,
@@ -354,6 +359,7 @@ impl DiffStorage {
         mut buf: Buffer,
         len: usize,
     ) -> Result<Buffer> {
+        let _noio = NoIoScope::new();
         match &self.backend {
             Backend::File(file) => {
                 let pos = Offset::try_from(offset).map_err(|_| EFBIG)?;

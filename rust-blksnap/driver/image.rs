@@ -7,9 +7,13 @@
 //! are served by a worker, which may sleep: each chunk a bio touches is read from the
 //! difference storage, from the chunk's buffer, or from the origin (see `diff_area`). Writes are
 //! allowed and never reach the origin: the chunk is preserved first, and the data is written to
-//! its place in the difference storage.
+//! its place in the difference storage. The blocks a write changes are marked in the change
+//! tracker of the origin, in the map of the take and in the next one (as blksnap v6 does): a
+//! backup read from the image after the write copies them, and the next backup copies them again
+//! from the origin, which never had the write.
 
 use crate::{
+    cbt::Cbt,
     chunk::Buffer,
     diff_area::{copy_from_bio, copy_to_bio, DiffArea, ReadFrom},
 };
@@ -28,6 +32,8 @@ use kernel::{
 #[pin_data]
 pub(crate) struct Image {
     area: Arc<DiffArea>,
+    /// The change tracker of the origin.
+    cbt: Arc<Cbt>,
     queue: &'static OwnedQueue,
     #[pin]
     pending: SpinLock<KVec<PendingBio>>,
@@ -40,9 +46,10 @@ impl_has_work! {
 }
 
 impl Image {
-    /// Makes the image disk of `area`, served on `queue`.
+    /// Makes the image disk of `area`, served on `queue`; its writes are marked in `cbt`.
     pub(crate) fn create(
         area: Arc<DiffArea>,
+        cbt: Arc<Cbt>,
         queue: &'static OwnedQueue,
     ) -> Result<BioDisk<Image>> {
         let dev = area.dev();
@@ -51,6 +58,7 @@ impl Image {
         let image = Arc::pin_init(
             pin_init!(Image {
                 area,
+                cbt,
                 queue,
                 pending <- new_spinlock!(KVec::new()),
                 work <- new_work!("Image::work"),
@@ -111,6 +119,11 @@ impl Image {
 
     fn write(&self, bio: &mut PendingBio) -> Result {
         let g = *self.area.geometry();
+        // Marked before any of it is written: a write that fails half-way is counted whole.
+        if bio.sectors() > 0 {
+            self.cbt
+                .mark_image_write(bio.sector(), u64::from(bio.sectors()))?;
+        }
         for index in g.chunks(bio.sector(), u64::from(bio.sectors())) {
             let (chunk_start, from, to) = self.span(bio, index);
             if from >= to {

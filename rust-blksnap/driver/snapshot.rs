@@ -31,7 +31,10 @@ use kernel::{
     new_mutex,
     prelude::*,
     random,
-    sync::{Arc, Mutex, SetOnce},
+    sync::{
+        atomic::{Acquire, Atomic, Full, Release},
+        Arc, Mutex, SetOnce,
+    },
     time::{Instant, Monotonic},
     transmute::AsBytes,
     workqueue::{OwnedQueue, QueueFlag},
@@ -46,8 +49,18 @@ pub(crate) struct Shared {
     #[pin]
     pub(crate) events: EventQueue,
     pub(crate) bio_set: Arc<BioSet>,
+    /// Where the chunks read by copy-on-write are stored.
     pub(crate) queue: &'static OwnedQueue,
+    /// Where the image disks serve their bios. Not `queue`: an image write waits for the store
+    /// of the chunk it preserves, and under memory pressure only the rescuer of a queue runs, one
+    /// work item after another: the store, queued behind the write, would never run.
+    pub(crate) image_queue: &'static OwnedQueue,
     epoch: Instant<Monotonic>,
+    /// The client asked for the `no_space` event ([`Shared::want_events`]). A v6 client never
+    /// does, and sees only `corrupted` events, as v6 delivers.
+    no_space_wanted: Atomic<bool>,
+    /// The `no_space` event was queued (it is queued once).
+    no_space_sent: Atomic<bool>,
 }
 
 impl Shared {
@@ -56,7 +69,9 @@ impl Shared {
         let data = uapi::EventCorrupted {
             dev_id_mj: dev.major(),
             dev_id_mn: dev.minor(),
-            err_code: err.to_errno(),
+            // Positive, as blksnap v6 reports it (`abs()` of the error): clients print it with
+            // `strerror()`.
+            err_code: err.to_errno().saturating_abs(),
         };
         self.events.push(Event::new(
             &self.epoch,
@@ -69,23 +84,48 @@ impl Shared {
     pub(crate) fn alloc_storage(&self, bytes: u64) -> Result<u64> {
         let piece = self.storage.alloc(bytes)?;
         if piece.low {
-            let data = uapi::EventNoSpace {
-                used_sect: self.storage.used() >> 9,
-                limit_sect: self.storage.limit() >> 9,
-            };
             pr_warn!(
                 "snapshot {:?}: difference storage low on space for good ({} of {} sectors)\n",
                 Id(&self.id),
-                data.used_sect,
-                data.limit_sect
+                self.storage.used() >> 9,
+                self.storage.limit() >> 9
             );
-            self.events.push(Event::new(
-                &self.epoch,
-                uapi::EVENT_CODE_NO_SPACE,
-                data.as_bytes(),
-            ));
+            self.send_no_space();
         }
         Ok(piece.offset)
+    }
+
+    /// Queues the `no_space` event once, if the client asked for it and the storage is low on
+    /// space for good.
+    fn send_no_space(&self) {
+        if !self.no_space_wanted.load(Acquire) || !self.storage.space().reported {
+            return;
+        }
+        if self.no_space_sent.xchg(true, Full) {
+            return;
+        }
+        let data = uapi::EventNoSpace {
+            used_sect: self.storage.used() >> 9,
+            limit_sect: self.storage.limit() >> 9,
+        };
+        self.events.push(Event::new(
+            &self.epoch,
+            uapi::EVENT_CODE_NO_SPACE,
+            data.as_bytes(),
+        ));
+    }
+
+    /// Sets the event codes the client wants beyond `corrupted` (`IOCTL_BLKSNAP_SNAPSHOT_EVENTS`,
+    /// one bit per code). Fails with `EINVAL` for a code this driver does not know. A `no_space`
+    /// condition met before the call is reported then.
+    pub(crate) fn want_events(&self, mask: u64) -> Result {
+        if mask & !uapi::EVENT_MASK_KNOWN != 0 {
+            return Err(EINVAL);
+        }
+        self.no_space_wanted
+            .store(mask & (1 << uapi::EVENT_CODE_NO_SPACE) != 0, Release);
+        self.send_no_space();
+        Ok(())
     }
 }
 
@@ -122,12 +162,13 @@ impl Snapshot {
     /// Fails with `EBUSY` if the snapshot is taken or the device belongs to a snapshot already,
     /// `ESRCH` if the snapshot is destroyed, `EINVAL` if the device holds the difference
     /// storage, `EPERM` if the device has an integrity or inline-encryption profile (a copy of
-    /// its data would be wrong), or with the error of opening the device.
+    /// its data would be wrong), `EOPNOTSUPP` if it is zoned, or with the error of opening the
+    /// device.
     fn add(&self, link: &Arc<Link>) -> Result {
         let dev = link.dev();
-        if let Some(why) = link.refusal() {
+        if let Some((err, why)) = link.refusal() {
             pr_err!("{}: refused: {}\n", dev, why);
-            return Err(EPERM);
+            return Err(err);
         }
         if self.shared.storage.is_on_disk(link.disk()) {
             pr_err!("{}: refused: the difference storage is on this disk\n", dev);
@@ -277,8 +318,10 @@ impl Snapshot {
                 DRAIN_TIMEOUT_MS,
                 err.to_errno()
             );
-            for (link, origin) in links.iter().zip(origins.iter()) {
-                let _ = link.cbt().mark_dirty(0, origin.nr_sectors());
+            // File systems are frozen: nothing here may allocate (`mark_all`, unlike
+            // `mark_dirty`, needs no memory).
+            for link in links.iter() {
+                link.cbt().mark_all();
             }
         }
         for area in areas.iter() {
@@ -295,9 +338,10 @@ impl Snapshot {
             start.elapsed().as_micros_ceil()
         );
 
-        for area in areas.iter() {
+        for (link, area) in links.iter().zip(areas.iter()) {
+            let image = Image::create(area.clone(), link.cbt_shared(), self.shared.image_queue);
             // Room was reserved for each.
-            let _ = images.push(Image::create(area.clone(), self.shared.queue), GFP_KERNEL);
+            let _ = images.push(image, GFP_KERNEL);
         }
         Ok((areas, images))
     }
@@ -368,6 +412,7 @@ pub(crate) struct Registry {
     #[pin]
     snapshots: Mutex<KVec<Arc<Snapshot>>>,
     queue: OwnedQueue,
+    image_queue: OwnedQueue,
     bio_set: Arc<BioSet>,
     epoch: Instant<Monotonic>,
     params: chunk::Params,
@@ -380,10 +425,16 @@ static REGISTRY: SetOnce<Arc<Registry>> = SetOnce::new();
 /// Sets up the registry, at module initialization.
 pub(crate) fn init(params: chunk::Params, storage_step: u64) -> Result {
     let queue = OwnedQueue::new(c"blksnap", QueueFlag::Unbound | QueueFlag::MemReclaim, 0)?;
+    let image_queue = OwnedQueue::new(
+        c"blksnap-image",
+        QueueFlag::Unbound | QueueFlag::MemReclaim,
+        0,
+    )?;
     let registry = Arc::pin_init(
         try_pin_init!(Registry {
             snapshots <- new_mutex!(KVec::new()),
             queue,
+            image_queue,
             bio_set: Arc::pin_init(BioSet::new(64, true), GFP_KERNEL)?,
             epoch: Instant::<Monotonic>::now(),
             params,
@@ -414,14 +465,28 @@ impl Shared {
     /// Makes what the areas of a new snapshot share, with the difference storage `storage`.
     pub(crate) fn new(storage: impl PinInit<DiffStorage, Error>) -> Result<Arc<Self>> {
         let reg = registry()?;
+        Self::with_queues(storage, &reg.queue, &reg.image_queue)
+    }
+
+    /// As [`Shared::new`], with the chunks stored on `queue` and the image bios served on
+    /// `image_queue`.
+    pub(crate) fn with_queues(
+        storage: impl PinInit<DiffStorage, Error>,
+        queue: &'static OwnedQueue,
+        image_queue: &'static OwnedQueue,
+    ) -> Result<Arc<Self>> {
+        let reg = registry()?;
         Arc::pin_init(
             try_pin_init!(Shared {
                 id: random::uuid_v4(),
                 storage <- storage,
                 events <- EventQueue::new(),
                 bio_set: reg.bio_set.clone(),
-                queue: &reg.queue,
+                queue,
+                image_queue,
                 epoch: reg.epoch,
+                no_space_wanted: Atomic::new(false),
+                no_space_sent: Atomic::new(false),
             }),
             GFP_KERNEL,
         )
@@ -484,6 +549,11 @@ pub(crate) fn collect() -> Result<KVec<Uuid>> {
         ids.push(s.shared.id, GFP_KERNEL)?;
     }
     Ok(ids)
+}
+
+/// Sets the events beyond `corrupted` that snapshot `id` delivers ([`Shared::want_events`]).
+pub(crate) fn want_events(id: &Uuid, mask: u64) -> Result {
+    find(id)?.shared.want_events(mask)
 }
 
 /// Waits up to `timeout_ms` for the next event of snapshot `id`.

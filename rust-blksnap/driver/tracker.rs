@@ -39,10 +39,10 @@ pub(crate) struct Link {
     dev: DevT,
     /// The whole disk of the device.
     disk: DevT,
-    /// The device has an integrity or an inline encryption profile.
-    refuse: Option<&'static str>,
-    #[pin]
-    cbt: Cbt,
+    /// Why the device cannot be snapshotted, and the error `snapshotadd` fails with.
+    refuse: Option<(Error, &'static str)>,
+    /// Shared with the image disk of the device, whose writes it marks.
+    cbt: Arc<Cbt>,
     /// The area that copy-on-write uses once the change tracker turns it on ([`Cbt::take`]); the
     /// I/O path looks at the lock only then.
     #[pin]
@@ -63,14 +63,19 @@ impl Link {
         self.disk
     }
 
-    /// Returns why the device cannot be snapshotted, if it cannot.
-    pub(crate) fn refusal(&self) -> Option<&'static str> {
+    /// Returns why the device cannot be snapshotted, if it cannot, with the error to fail with.
+    pub(crate) fn refusal(&self) -> Option<(Error, &'static str)> {
         self.refuse
     }
 
     /// Returns the change tracker.
     pub(crate) fn cbt(&self) -> &Cbt {
         &self.cbt
+    }
+
+    /// Returns the change tracker, for the image disk of the device to mark its writes.
+    pub(crate) fn cbt_shared(&self) -> Arc<Cbt> {
+        self.cbt.clone()
     }
 
     /// Returns whether the tracker was detached from the device.
@@ -294,10 +299,16 @@ impl Filter for Tracker {
     fn attach(bdev: &BlockDevice) -> impl PinInit<Self, Error> {
         let dev = bdev.dev();
         let params = crate::tracking_params();
+        // A copy of the data of such a device would be wrong (v6 refuses them with `EPERM`).
         let refuse = if bdev.has_integrity() {
-            Some("the device has an integrity profile")
+            Some((EPERM, "the device has an integrity profile"))
         } else if bdev.has_crypto_profile() {
-            Some("the device has an inline encryption profile")
+            Some((EPERM, "the device has an inline encryption profile"))
+        } else if bdev.zone_sectors() != 0 {
+            // Resetting or finishing a zone destroys its data without a write that copy-on-write
+            // could hold, and an append writes where only its completion tells: an image of a
+            // zoned device could not be kept right. Change tracking works on it.
+            Some((EOPNOTSUPP, "the device is zoned"))
         } else {
             None
         };
@@ -309,13 +320,13 @@ impl Filter for Tracker {
                 geometry.block_size(),
                 Cbt::start_memory(&geometry)
             );
-            let cbt = Cbt::new(dev, geometry, params)?;
+            let cbt = Arc::pin_init(Cbt::new(dev, geometry, params)?, GFP_KERNEL)?;
             Arc::pin_init(
                 try_pin_init!(Link {
                     dev,
                     disk: bdev.whole().dev(),
                     refuse,
-                    cbt <- cbt,
+                    cbt,
                     cow <- new_spinlock!(None),
                     detached: Atomic::new(false),
                     member <- new_mutex!(Membership {

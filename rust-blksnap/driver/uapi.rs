@@ -151,6 +151,19 @@ kernel::plain_struct! {
     }
 }
 
+kernel::plain_struct! {
+    /// `struct blksnap_snapshot_events` (an extension of the v6 interface): the event codes a
+    /// client wants beyond `corrupted`, one bit per code.
+    pub(crate) struct SnapshotEvents {
+        pub(crate) id: Uuid,
+        pub(crate) mask: u64,
+    }
+}
+
+/// The event codes that [`IOCTL_SNAPSHOT_EVENTS`] may ask for: `corrupted` (always delivered)
+/// and `no_space`.
+pub(crate) const EVENT_MASK_KNOWN: u64 = (1 << EVENT_CODE_CORRUPTED) | (1 << EVENT_CODE_NO_SPACE);
+
 /// ioctl type code of the control device.
 const BLKSNAP: u32 = b'V' as u32;
 
@@ -160,6 +173,8 @@ pub(crate) const IOCTL_SNAPSHOT_DESTROY: u32 = _IOW::<Uuid>(BLKSNAP, 2);
 pub(crate) const IOCTL_SNAPSHOT_TAKE: u32 = _IOW::<Uuid>(BLKSNAP, 3);
 pub(crate) const IOCTL_SNAPSHOT_COLLECT: u32 = _IOR::<SnapshotCollect>(BLKSNAP, 4);
 pub(crate) const IOCTL_SNAPSHOT_WAIT_EVENT: u32 = _IOR::<SnapshotEvent>(BLKSNAP, 5);
+/// An extension of the v6 interface: the events a snapshot delivers beyond `corrupted`.
+pub(crate) const IOCTL_SNAPSHOT_EVENTS: u32 = _IOW::<SnapshotEvents>(BLKSNAP, 6);
 
 // The layout of the v6 interface.
 static_assert!(size_of::<CbtInfo>() == 40);
@@ -179,6 +194,7 @@ static_assert!(size_of::<SnapshotEvent>() == 4096);
 static_assert!(offset_of!(SnapshotEvent, data) == 32);
 static_assert!(size_of::<EventCorrupted>() == 12);
 static_assert!(size_of::<EventNoSpace>() == 16);
+static_assert!(size_of::<SnapshotEvents>() == 24);
 // The ioctl numbers of the v6 interface in the generic `_IOC` encoding
 // (x86, arm64, riscv, ...). powerpc, mips, sparc and alpha place the
 // direction bits differently, so their numbers differ by design there.

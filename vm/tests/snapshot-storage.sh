@@ -99,7 +99,7 @@ grep -q '"no-space"' <<<"$ev1" || fail "first event is not no-space: $ev1"
 [ "$(json_field 'd["limit_sectors"]' <<<"$ev1")" -eq $((64 * 2048)) ] ||
 	fail "no-space event does not give the limit: $ev1"
 grep -q '"corrupted"' <<<"$ev2" || fail "second event is not corrupted: $ev2"
-[ "$(json_field 'd["error_code"]' <<<"$ev2")" -eq -28 ] || fail "not ENOSPC: $ev2"
+[ "$(json_field 'd["error_code"]' <<<"$ev2")" -eq 28 ] || fail "not ENOSPC (positive, as v6 reports it): $ev2"
 info=$("$BIN" snapshot info "$A")
 grep -q "error_code: -28" <<<"$info" || fail "snapshot info does not report ENOSPC: $info"
 if dd if="$(image_of "$A")" of=/dev/null bs=1M count=1 iflag=direct status=none 2>/dev/null; then
@@ -128,7 +128,7 @@ write_pieces "$A" 3 1 ""
 ev=$(next_event "$ID")
 echo "event: $ev"
 grep -q '"corrupted"' <<<"$ev" || fail "no corrupted event: $ev"
-[ "$(json_field 'd["error_code"]' <<<"$ev")" -eq -5 ] || fail "not EIO: $ev"
+[ "$(json_field 'd["error_code"]' <<<"$ev")" -eq 5 ] || fail "not EIO (positive, as v6 reports it): $ev"
 grep -q "error_code: -5" <<<"$("$BIN" snapshot info "$A")" || fail "snapshot info does not report EIO"
 check_pieces "$A"
 write_pieces "$A" 2 4 ""

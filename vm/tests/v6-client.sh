@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # An existing blksnap v6 client, compiled from the fork's UAPI headers alone
 # (vm/tests/lib/v6client.c), creates, takes, reads the image of and destroys
-# a snapshot without change.
+# a snapshot without change; a snapshot whose storage overflows gives it
+# exactly v6's events (one "corrupted", its errno positive), never the
+# no-space event it did not ask for.
 # vm: --disk 16M --timeout 300
 # vm-requires: CONFIG_BLKSNAP
 set -euo pipefail

@@ -114,12 +114,15 @@ fn rust_facts() -> BTreeMap<String, String> {
     rust_off!(m, blksnap_event_corrupted, err_code);
     rust_size!(m, blksnap_event_no_space);
     rust_off!(m, blksnap_event_no_space, limit_sect);
+    rust_size!(m, blksnap_snapshot_events);
+    rust_off!(m, blksnap_snapshot_events, mask);
     rust_ioctl!(m, IOCTL_BLKSNAP_VERSION);
     rust_ioctl!(m, IOCTL_BLKSNAP_SNAPSHOT_CREATE);
     rust_ioctl!(m, IOCTL_BLKSNAP_SNAPSHOT_DESTROY);
     rust_ioctl!(m, IOCTL_BLKSNAP_SNAPSHOT_TAKE);
     rust_ioctl!(m, IOCTL_BLKSNAP_SNAPSHOT_COLLECT);
     rust_ioctl!(m, IOCTL_BLKSNAP_SNAPSHOT_WAIT_EVENT);
+    rust_ioctl!(m, IOCTL_BLKSNAP_SNAPSHOT_EVENTS);
     rust_ioctl!(m, BLKFILTER_ATTACH);
     rust_ioctl!(m, BLKFILTER_DETACH);
     rust_ioctl!(m, BLKFILTER_CTL);
@@ -201,6 +204,9 @@ fn c_headers_match_v6_contract() {
         ("size blksnap_snapshot_event", "4096"),
         ("offset blksnap_snapshot_event.data", "32"),
         ("size blksnap_event_corrupted", "12"),
+        // The extension beyond v6: events chosen per snapshot.
+        ("size blksnap_snapshot_events", "24"),
+        ("offset blksnap_snapshot_events.mask", "16"),
         ("const blkfilter_ctl_blksnap_cbtinfo", "0"),
         ("const blkfilter_ctl_blksnap_snapshotinfo", "4"),
         ("const blksnap_event_code_corrupted", "0"),
@@ -220,6 +226,7 @@ fn c_headers_match_v6_contract() {
             ("ioctl IOCTL_BLKSNAP_SNAPSHOT_TAKE", "0x40105603"),
             ("ioctl IOCTL_BLKSNAP_SNAPSHOT_COLLECT", "0x80105604"),
             ("ioctl IOCTL_BLKSNAP_SNAPSHOT_WAIT_EVENT", "0x90005605"),
+            ("ioctl IOCTL_BLKSNAP_SNAPSHOT_EVENTS", "0x40185606"),
             ("ioctl BLKFILTER_ATTACH", "0xc020128c"),
             ("ioctl BLKFILTER_DETACH", "0xc020128d"),
             ("ioctl BLKFILTER_CTL", "0xc030128e"),

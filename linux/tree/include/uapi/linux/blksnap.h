@@ -180,6 +180,8 @@ struct blksnap_snapshotinfo {
  * @blksnap_ioctl_snapshot_take: see IOCTL_BLKSNAP_SNAPSHOT_TAKE.
  * @blksnap_ioctl_snapshot_collect: see IOCTL_BLKSNAP_SNAPSHOT_COLLECT.
  * @blksnap_ioctl_snapshot_wait_event: see IOCTL_BLKSNAP_SNAPSHOT_WAIT_EVENT.
+ * @blksnap_ioctl_snapshot_events: see IOCTL_BLKSNAP_SNAPSHOT_EVENTS (an
+ *	extension of the v6 interface).
  */
 enum blksnap_ioctl {
 	blksnap_ioctl_version,
@@ -187,7 +189,8 @@ enum blksnap_ioctl {
 	blksnap_ioctl_snapshot_destroy,
 	blksnap_ioctl_snapshot_take,
 	blksnap_ioctl_snapshot_collect,
-	blksnap_ioctl_snapshot_wait_event
+	blksnap_ioctl_snapshot_wait_event,
+	blksnap_ioctl_snapshot_events,
 };
 
 /**
@@ -298,7 +301,9 @@ struct blksnap_snapshot_collect {
  *	the data is a
  *	&struct blksnap_event_no_space.  Queued once per snapshot.  The
  *	snapshot still works: it breaks only if the storage overflows.  An
- *	extension of the v6 interface, after the v7 proposal.
+ *	extension of the v6 interface, after the v7 proposal: delivered only
+ *	to a client that asked for it with IOCTL_BLKSNAP_SNAPSHOT_EVENTS, so
+ *	that a v6 client sees only the events v6 delivers.
  */
 enum blksnap_event_codes {
 	blksnap_event_code_corrupted,
@@ -337,7 +342,8 @@ struct blksnap_snapshot_event {
  * struct blksnap_event_corrupted - payload of &blksnap_event_code_corrupted
  * @dev_id_mj: major number of the original device.
  * @dev_id_mn: minor number of the original device.
- * @err_code: the (negative) errno that corrupted the image.
+ * @err_code: the errno that corrupted the image, as a positive number (as
+ *	blksnap v6 reports it), for strerror().
  */
 struct blksnap_event_corrupted {
 	__u32 dev_id_mj;
@@ -354,5 +360,32 @@ struct blksnap_event_no_space {
 	__u64 used_sect;
 	__u64 limit_sect;
 };
+
+/**
+ * struct blksnap_snapshot_events - argument of IOCTL_BLKSNAP_SNAPSHOT_EVENTS
+ * @id: identifier of the snapshot.
+ * @mask: the event codes to deliver, bit N for code N of
+ *	&enum blksnap_event_codes.  &blksnap_event_code_corrupted is always
+ *	delivered, whether its bit is set or not.
+ */
+struct blksnap_snapshot_events {
+	struct blksnap_uuid id;
+	__u64 mask;
+};
+
+/*
+ * IOCTL_BLKSNAP_SNAPSHOT_EVENTS - choose the events of a snapshot beyond
+ * &blksnap_event_code_corrupted.
+ *
+ * An extension of the v6 interface.  A snapshot delivers only the
+ * corrupted event until a client asks for more; a condition met before the
+ * call (the storage low on space for good) is reported right after it.
+ * Fails with EINVAL for a bit of a code the kernel does not know (so a
+ * client can probe what it supports), and ESRCH when the snapshot does not
+ * exist.
+ */
+#define IOCTL_BLKSNAP_SNAPSHOT_EVENTS \
+	_IOW(BLKSNAP, blksnap_ioctl_snapshot_events, \
+	     struct blksnap_snapshot_events)
 
 #endif /* _UAPI_LINUX_BLKSNAP_H */
