@@ -277,7 +277,7 @@ fn restore_and_verify_a_fake_backup() {
     let text = std::fs::read_to_string(&manifest).unwrap();
     std::fs::write(
         &manifest,
-        text.replacen("\"capacity\": ", "\"capacity\": 1", 1),
+        text.replacen("\"capacity\":", "\"capacity\":1", 1),
     )
     .unwrap();
     let out = blksnap()

@@ -380,7 +380,9 @@ impl Manifest {
             manifest: self.clone(),
             manifest_checksum: self.checksum()?,
         };
-        let mut text = serde_json::to_vec_pretty(&file)
+        // One line: the runs of an incremental that changed scattered
+        // blocks would take four lines each if pretty-printed.
+        let mut text = serde_json::to_vec(&file)
             .map_err(|e| Error::Invalid(format!("cannot serialise the manifest: {e}")))?;
         text.push(b'\n');
         crate::util::write_synced(path, &text)

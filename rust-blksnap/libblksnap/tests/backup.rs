@@ -301,7 +301,7 @@ fn a_corrupted_manifest_is_rejected() {
 
     // A changed value with a stale checksum.
     corrupt_file(&path, |s| {
-        *s = s.replacen("\"changes_number\": 1", "\"changes_number\": 0", 1)
+        *s = s.replacen("\"changes_number\":1", "\"changes_number\":0", 1)
     });
     assert_ne!(std::fs::read_to_string(&path).unwrap(), good);
     for err in [
