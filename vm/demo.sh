@@ -58,9 +58,13 @@ files() { (cd "$1" && find . -type f | sort | xargs sha256sum); }
 files "$work/mnt" >"$work/sums"
 umount "$work/mnt"
 
+section "what the repository holds"
+bs list --repo "$work/repo"
+
 section "restore into a file and verify"
 bs restore --repo "$work/repo" --device "$(basename "$disk")" "$work/restored.img"
-# The backup alone (the device itself has moved on: unmounting wrote to it).
+# The backup alone, every block of every set of the chain (the device
+# itself has moved on: unmounting wrote to it).
 bs verify --repo "$work/repo" --device "$(basename "$disk")"
 mount -o loop,ro "$work/restored.img" "$work/mnt"
 echo "+ sha256sum of the files in the restored image"

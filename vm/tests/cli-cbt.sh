@@ -94,6 +94,8 @@ bs restore --repo "$REPO" --device "$NAME" "$WORK/restored.img"
 cmp "$WORK/restored.img" "$DISK" || fail "restored image differs from the device"
 bs verify --repo "$REPO" --device "$NAME" "$DISK"
 bs verify --repo "$REPO" --device "$NAME"
+bs list --repo "$REPO" | grep -q "^000002 .*incremental" || fail "list does not show set 000002 as an incremental"
+bs_status 1 restore --repo "$REPO" --device "$NAME" "$DISK" # a block device needs --force
 write_at "$DISK" $((5 * BLOCK)) 4096 # block 5, after the backup
 bs_status 5 verify --repo "$REPO" --device "$NAME" "$DISK"
 
