@@ -785,28 +785,45 @@ impl Cbt {
     /// Reads up to `length` bytes of the frozen map from byte `offset`, passing them to `sink`
     /// piece by piece. Returns the number of bytes read: fewer than `length` at the end of the
     /// map, zero when `offset` is the end. Fails with `EINVAL` if `offset` is past the end, with
-    /// `ENOMEM`, or with the error of `sink`.
+    /// `EAGAIN` if a take froze another map while it read (the bytes passed on would mix two
+    /// takes), with `ENOMEM`, or with the error of `sink`.
+    ///
+    /// No lock is held while `sink` runs: it copies to user space, and a page fault there may
+    /// wait for a file system that a take has frozen, while the take waits for the frozen map's
+    /// lock to switch the maps.
     pub(crate) fn read_map(
         &self,
         offset: u32,
         length: u32,
         sink: &mut dyn FnMut(&[u8]) -> Result,
     ) -> Result<u32> {
-        let frozen = self.frozen.lock();
-        let count = frozen.geometry.block_count();
+        let (count, number, generation) = {
+            let frozen = self.frozen.lock();
+            (
+                frozen.geometry.block_count(),
+                frozen.number,
+                frozen.generation,
+            )
+        };
         if offset > count {
             return Err(EINVAL);
         }
         let n = length.min(count - offset);
         let (mut at, end) = (offset as usize, (offset + n) as usize);
-        // Copied out under the spinlock, passed on outside it: `sink` may sleep.
         let mut buf = KVec::with_capacity(PIECE.min(end - at), GFP_KERNEL)?;
         while at < end {
             let to = end.min((at / PIECE + 1) * PIECE);
             buf.clear();
-            self.active
-                .lock()
-                .frozen_bytes(at..to, frozen.number, &mut buf)?;
+            {
+                // Copied out under the locks, passed on outside them.
+                let frozen = self.frozen.lock();
+                if frozen.number != number || frozen.generation != generation {
+                    return Err(EAGAIN);
+                }
+                self.active
+                    .lock()
+                    .frozen_bytes(at..to, frozen.number, &mut buf)?;
+            }
             sink(&buf)?;
             at = to;
         }
@@ -850,6 +867,38 @@ mod tests {
             return Err(EIO);
         }
         Ok(out)
+    }
+
+    /// The sink of a map read runs with no lock of the tracker held: a take can switch the maps
+    /// meanwhile (a take that waited for the read would deadlock when the sink's copy to user
+    /// space faults on a file system the take froze). The read then fails with `EAGAIN` rather
+    /// than pass on pieces of two takes.
+    #[test]
+    fn a_take_goes_on_while_the_map_is_copied_out() -> Result {
+        // 512-byte blocks: three pieces of the map.
+        let params = Params::new(9, 1 << 20, 9);
+        let cbt = tracker(3 * PIECE as u64, &params)?;
+        let _ = cbt.mark(0, 1);
+        take(&cbt)?;
+        let mut pieces = 0;
+        let result = cbt.read_map(0, u32::MAX, &mut |piece| {
+            pieces += 1;
+            if pieces == 1 {
+                assert_eq!(piece.len(), PIECE);
+                assert_eq!(piece[0], 1);
+                // A take while the first piece is being copied out: it must not wait.
+                take(&cbt)?;
+            }
+            Ok(())
+        });
+        assert_eq!(result, Err(EAGAIN));
+        assert_eq!(pieces, 1);
+        assert_eq!(cbt.info().changes_number, 2);
+        // Read again, it is the map of the new take.
+        let map = frozen_map(&cbt)?;
+        assert_eq!(map.len(), 3 * PIECE);
+        assert!(map.iter().all(|&b| b == 0));
+        Ok(())
     }
 
     #[test]

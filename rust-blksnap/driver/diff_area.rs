@@ -28,7 +28,7 @@ use core::ops::Range;
 use kernel::{
     block::{
         bdev::{BlockDevice, BlockDeviceFile, DevT},
-        bio::{EndIo, Operation, PendingBio, Segment, Status},
+        bio::{EndIo, Flags, Operation, PendingBio, Segment, Status},
         filter::FilterBio,
     },
     impl_has_work, new_condvar, new_spinlock, new_work,
@@ -282,6 +282,12 @@ impl DiffArea {
             if inner.error.is_some() || inner.may_write(&chunks) {
                 return;
             }
+        }
+        if bio.flags().contains(Flags::NOWAIT) {
+            // It would wait for the read of old data: the submitter asked not to (io_uring,
+            // `RWF_NOWAIT`), and retries it without the flag, as blksnap v6 has it.
+            bio.take().end(Status::from_error(EAGAIN));
+            return;
         }
         let mut to_read = match KVec::with_capacity(chunks.clone().count(), GFP_NOIO) {
             Ok(v) => v,

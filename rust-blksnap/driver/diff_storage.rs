@@ -240,6 +240,15 @@ impl DiffStorage {
         }
     }
 
+    /// Returns the smallest unit the storage is written in: the logical block of a block device,
+    /// 512 bytes for a file (written through its page cache).
+    pub(crate) fn logical_block_size(&self) -> u32 {
+        match &self.backend {
+            Backend::File(_) => 512,
+            Backend::Bdev(store) => store.file.bdev().logical_block_size(),
+        }
+    }
+
     /// Returns the number of bytes handed out so far.
     pub(crate) fn used(&self) -> u64 {
         self.space.lock().used

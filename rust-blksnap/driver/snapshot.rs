@@ -174,6 +174,18 @@ impl Snapshot {
             pr_err!("{}: refused: the difference storage is on this disk\n", dev);
             return Err(EINVAL);
         }
+        // Chunks are stored in 4 KiB slots, in pieces of the device's logical block (the last
+        // chunk, and image writes); a storage device of larger blocks could not take them.
+        let store_block = self.shared.storage.logical_block_size();
+        if store_block > link.logical_block_size().min(4096) {
+            pr_err!(
+                "{}: refused: the difference storage has {}-byte blocks, the device {}\n",
+                dev,
+                store_block,
+                link.logical_block_size()
+            );
+            return Err(EINVAL);
+        }
         let mut state = self.state.lock();
         if state.destroyed {
             return Err(ESRCH);
@@ -277,6 +289,8 @@ impl Snapshot {
             area.hold_reads();
         }
 
+        let mut lost = KVec::from_elem(false, areas.len(), GFP_KERNEL)?;
+
         // Freeze, switch, fence, drain, thaw.
         let start = Instant::<Monotonic>::now();
         let mut frozen: KVec<FreezeGuard<'_>> = KVec::with_capacity(areas.len(), GFP_KERNEL)?;
@@ -299,8 +313,16 @@ impl Snapshot {
         let held = Instant::<Monotonic>::now();
         // Each change map is switched with copy-on-write turned on in one step: a write is
         // copied exactly when it is counted after the take (`Cbt::mark`).
-        for ((link, area), cbt) in links.iter().zip(areas.iter()).zip(prepared) {
-            link.set_cow(Some(area.clone()));
+        for (((link, area), cbt), lost) in links
+            .iter()
+            .zip(areas.iter())
+            .zip(prepared)
+            .zip(lost.iter_mut())
+        {
+            // Fails if the device was detached since it joined: its image cannot follow its
+            // writes. The area is marked corrupted once the file systems are thawed (it
+            // allocates an event); its image does not exist before.
+            *lost = link.set_cow(area.clone()).is_err();
             let _ = link.cbt().take(cbt, true);
         }
         filter::fence();
@@ -330,6 +352,11 @@ impl Snapshot {
         let switched = held.elapsed();
         drop(frozen);
         drop(origins);
+        for (area, &lost) in areas.iter().zip(lost.iter()) {
+            if lost {
+                area.fail(ENODEV);
+            }
+        }
         pr_info!(
             "snapshot {:?}: taken on {} devices, writes held {} us (with freeze and thaw {} us)\n",
             Id(&self.shared.id),
@@ -356,7 +383,7 @@ impl Snapshot {
         state.destroyed = true;
         for member in state.members.iter() {
             member.link.cbt().end_cow();
-            member.link.set_cow(None);
+            member.link.clear_cow();
         }
         // No write is on its way through copy-on-write of this snapshot after this.
         filter::fence();

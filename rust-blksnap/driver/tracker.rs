@@ -39,6 +39,8 @@ pub(crate) struct Link {
     dev: DevT,
     /// The whole disk of the device.
     disk: DevT,
+    /// The logical block size of the device when the filter was attached.
+    block_size: u32,
     /// Why the device cannot be snapshotted, and the error `snapshotadd` fails with.
     refuse: Option<(Error, &'static str)>,
     /// Shared with the image disk of the device, whose writes it marks.
@@ -56,6 +58,11 @@ impl Link {
     /// Returns the device number.
     pub(crate) fn dev(&self) -> DevT {
         self.dev
+    }
+
+    /// Returns the logical block size of the device, in bytes.
+    pub(crate) fn logical_block_size(&self) -> u32 {
+        self.block_size
     }
 
     /// Returns the device number of the device's whole disk.
@@ -83,13 +90,42 @@ impl Link {
         self.detached.load(Acquire)
     }
 
-    /// Sets the area that copy-on-write uses, or clears it. Copy-on-write itself is turned on by
-    /// the take of the change tracker ([`Cbt::take`]) and off by [`Cbt::end_cow`]: set the area
-    /// before the one, clear it after the other.
-    pub(crate) fn set_cow(&self, area: Option<Arc<DiffArea>>) {
-        let old = core::mem::replace(&mut *self.cow.lock(), area);
+    /// Sets the area that copy-on-write uses. Copy-on-write itself is turned on by the take of
+    /// the change tracker ([`Cbt::take`]): set the area before.
+    ///
+    /// Fails with `ENODEV` once the filter is being detached ([`Link::stop`]): whichever comes
+    /// first under the lock, a take of a device whose filter goes away gets an area that is
+    /// marked corrupted, never one whose writes would bypass copy-on-write unnoticed.
+    pub(crate) fn set_cow(&self, area: Arc<DiffArea>) -> Result {
+        let mut cow = self.cow.lock();
+        if self.detached.load(Acquire) {
+            return Err(ENODEV);
+        }
+        *cow = Some(area);
+        Ok(())
+    }
+
+    /// Clears the area that copy-on-write uses, once copy-on-write is turned off
+    /// ([`Cbt::end_cow`]).
+    pub(crate) fn clear_cow(&self) {
+        let old = self.cow.lock().take();
         // Not the last reference: the snapshot holds the area too.
         drop(old);
+    }
+
+    /// The filter is going away: no area can be set from now on, and the one set is marked
+    /// corrupted, before a write can pass the device without copy-on-write.
+    fn stop(&self) {
+        let area = {
+            let mut cow = self.cow.lock();
+            self.detached.store(true, Release);
+            cow.take()
+        };
+        self.cbt.end_cow();
+        if let Some(area) = area {
+            // A snapshot that holds the device cannot be kept without its filter.
+            area.fail(ENODEV);
+        }
     }
 
     /// Makes the device a member of snapshot `id`; fails with `EBUSY` if it is one already.
@@ -325,6 +361,7 @@ impl Filter for Tracker {
                 try_pin_init!(Link {
                     dev,
                     disk: bdev.whole().dev(),
+                    block_size: bdev.logical_block_size(),
                     refuse,
                     cbt,
                     cow <- new_spinlock!(None),
@@ -338,6 +375,10 @@ impl Filter for Tracker {
             )
         });
         try_pin_init!(Self { link: link? })
+    }
+
+    fn detaching(&self) {
+        self.link.stop();
     }
 
     fn ctl(&self, cmd: u32, buf: &mut CtlBuffer<'_>) -> Result<u32> {
@@ -380,13 +421,8 @@ impl Filter for Tracker {
 impl PinnedDrop for Tracker {
     fn drop(self: Pin<&mut Self>) {
         let link = &self.link;
-        link.detached.store(true, Release);
-        // A snapshot that holds the device cannot be kept without its filter.
-        link.cbt.end_cow();
-        let area = link.cow.lock().take();
-        if let Some(area) = area {
-            area.fail(ENODEV);
-        }
+        // Done already by `detaching`, unless the filter was never published.
+        link.stop();
         pr_info!("{}: tracking stopped\n", link.dev);
     }
 }
@@ -612,6 +648,10 @@ mod tests {
             })
         }
 
+        fn detaching(&self) {
+            self.inner.detaching()
+        }
+
         fn submit_bio(&self, bio: FilterBio<'_>) {
             self.inner.submit_bio(bio)
         }
@@ -705,6 +745,54 @@ mod tests {
         assert_eq!(byte, number);
         assert!(!before);
         assert!(after);
+        Ok(())
+    }
+
+    /// Makes a difference area of `disk`, as a take does, with a storage in memory.
+    fn area_of(disk: &BioDisk<NullDisk>) -> Result<Arc<DiffArea>> {
+        use crate::{chunk, diff_storage::DiffStorage, snapshot::Shared};
+        use kernel::{
+            block::bdev::{BlockDeviceFile, OpenMode},
+            fs::{file_io::KernelFile, File},
+        };
+        let file = KernelFile::from_file(File::new_shmem(c"blksnap-kunit", 0)?);
+        let shared = Shared::new(DiffStorage::from_file(file, 1 << 20, 1 << 20))?;
+        let origin = BlockDeviceFile::open(disk.dev(), OpenMode::Read)?;
+        let params = chunk::Params::new(12, 1 << 20, 12);
+        let geometry = chunk::Geometry::new(origin.bdev().nr_sectors(), 512, &params)?;
+        DiffArea::new(origin, geometry, shared)
+    }
+
+    /// A take sets the area of copy-on-write under the lock that the detach of the filter takes
+    /// too, before the filter is unpublished: an area set before the detach is marked corrupted
+    /// by it, and one set after is refused. (Before, the take checked for a detach long before it
+    /// set the area, and a detach in between left a snapshot whose writes bypassed copy-on-write
+    /// with no error reported.)
+    #[test]
+    fn a_detach_and_a_take_are_ordered() -> Result {
+        let block = smallest_block()?;
+        let (_null, disk) = null_disk("kunit_cbt_detach", 16 * block)?;
+        let reg = register()?;
+        filter::attach(disk.bdev(), TestTracker::NAME)?;
+        let link = reg
+            .lock(disk.bdev())
+            .map(|tracker| tracker.inner.link.clone());
+        let before = link.as_ref().map(|_| area_of(&disk));
+        let set = match (&link, &before) {
+            (Some(link), Some(Ok(area))) => link.set_cow(area.clone()),
+            _ => Err(ENOENT),
+        };
+        filter::detach(disk.bdev(), TestTracker::NAME)?;
+        let link = link.ok_or(ENOENT)?;
+        let before = before.ok_or(ENOENT)??;
+        assert_eq!(set, Ok(()));
+        // The detach found the area set: the snapshot of the device reports it.
+        assert_eq!(before.error(), Some(ENODEV));
+        assert!(link.is_detached());
+        // A take after the detach cannot set an area that no filter would see writes for.
+        let after = area_of(&disk)?;
+        assert_eq!(link.set_cow(after.clone()), Err(ENODEV));
+        assert!(link.cow.lock().is_none());
         Ok(())
     }
 

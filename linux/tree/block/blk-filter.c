@@ -468,6 +468,20 @@ out_put_type:
 }
 EXPORT_SYMBOL_GPL(blkfilter_attach);
 
+/*
+ * Unpublish the filter @flt of @bdev, under bd_filter_lock. Its type is told
+ * first, while its submit_bio is still called, so that it can end what the
+ * device must not be without before a bio passes unfiltered.
+ */
+static void blkfilter_unpublish(struct block_device *bdev,
+				struct blkfilter *flt)
+{
+	lockdep_assert_held(&bdev->bd_filter_lock);
+	if (flt->ops->detaching)
+		flt->ops->detaching(flt);
+	RCU_INIT_POINTER(bdev->bd_filter, NULL);
+}
+
 /* Release a filter that is no longer published. */
 static void blkfilter_retire(struct blkfilter *flt)
 {
@@ -507,7 +521,7 @@ int blkfilter_detach(struct block_device *bdev, const char *name)
 	else if (strcmp(flt->ops->name, name))
 		ret = -EINVAL;
 	else
-		RCU_INIT_POINTER(bdev->bd_filter, NULL);
+		blkfilter_unpublish(bdev, flt);
 	mutex_unlock(&bdev->bd_filter_lock);
 
 	if (!ret)
@@ -526,7 +540,8 @@ void blkfilter_detach_dead(struct block_device *bdev)
 
 	mutex_lock(&bdev->bd_filter_lock);
 	flt = blkfilter_get_locked(bdev);
-	RCU_INIT_POINTER(bdev->bd_filter, NULL);
+	if (flt)
+		blkfilter_unpublish(bdev, flt);
 	mutex_unlock(&bdev->bd_filter_lock);
 
 	if (flt)

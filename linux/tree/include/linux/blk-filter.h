@@ -47,6 +47,13 @@ struct blkfilter {
  *	If the filter cannot be published after all (the device went away,
  *	another filter was attached meanwhile, or freezing the file system on
  *	@bdev failed), @detach is called for it without it having seen a bio.
+ * @detaching: optional; the filter is about to be unpublished from its
+ *	device, by BLKFILTER_DETACH or because the device goes away. Called
+ *	once, in process context, with the device's filter lock held (so it
+ *	is ordered with blkfilter_lock() holders and @ctl) and while
+ *	@submit_bio is still called. A filter that does work which a device
+ *	must not be without (copy-on-write of a snapshot, say) ends it here,
+ *	before a bio can pass the device unfiltered. Must not sleep for I/O.
  * @detach: release the filter state. Called once, in process context, after
  *	BLKFILTER_DETACH or when the device goes away; no @submit_bio call is
  *	running or will be made by then.
@@ -77,6 +84,7 @@ struct blkfilter_operations {
 	struct module *owner;
 	const char *name;
 	struct blkfilter *(*attach)(struct block_device *bdev);
+	void (*detaching)(struct blkfilter *flt);
 	void (*detach)(struct blkfilter *flt);
 	int (*ctl)(struct blkfilter *flt, unsigned int cmd, __u8 __user *buf,
 		   __u32 *plen);

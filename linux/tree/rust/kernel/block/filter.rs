@@ -223,6 +223,17 @@ pub trait Filter: Sized + Send + Sync + 'static {
     /// the device goes on meanwhile, unseen by the filter. May sleep, allocate memory and do I/O.
     fn attach(bdev: &BlockDevice) -> impl PinInit<Self, Error>;
 
+    /// The filter is about to be detached from its device (by `BLKFILTER_DETACH`, or because
+    /// the device goes away), while [`Filter::submit_bio`] is still called.
+    ///
+    /// Called once, with the device's filter lock held (ordered with [`Registration::lock`]
+    /// holders and [`Filter::ctl`]), before any bio can pass the device unfiltered: a filter that
+    /// does work the device must not be without ends it here. Must not wait for I/O. The state
+    /// is dropped later, once no [`Filter::submit_bio`] call is running.
+    fn detaching(&self) {
+        build_error!(VTABLE_DEFAULT_ERROR)
+    }
+
     /// Handles a `BLKFILTER_CTL` command `cmd` with its argument buffer `buf`.
     ///
     /// Serialized with attaching and detaching the filter; may sleep. A successful command
@@ -318,6 +329,11 @@ impl<T: Filter> Registration<T> {
                     (*ops).owner = module.as_ptr();
                     (*ops).name = crate::str::as_char_ptr_in_const_context(T::NAME);
                     (*ops).attach = Some(attach_callback::<T>);
+                    (*ops).detaching = if T::HAS_DETACHING {
+                        Some(detaching_callback::<T>)
+                    } else {
+                        None
+                    };
                     (*ops).detach = Some(detach_callback::<T>);
                     (*ops).ctl = if T::HAS_CTL {
                         Some(ctl_callback::<T>)
@@ -505,6 +521,16 @@ unsafe extern "C" fn attach_callback<T: Filter>(
     let attached = KBox::into_raw(unsafe { Pin::into_inner_unchecked(attached) });
     // SAFETY: `attached` is valid, and `flt` is the C part it reserves for the block layer.
     unsafe { (*attached).flt.get() }
+}
+
+/// # Safety
+///
+/// Called by the block layer at most once per filter made by `attach_callback::<T>`, before
+/// `detach_callback`, with the filter alive during the call.
+unsafe extern "C" fn detaching_callback<T: Filter>(flt: *mut bindings::blkfilter) {
+    // SAFETY: The filter is alive during the call, as the caller guarantees.
+    let data = unsafe { Attached::<T>::data(flt) };
+    T::detaching(data);
 }
 
 /// # Safety
