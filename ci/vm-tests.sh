@@ -61,6 +61,19 @@ if [ "$what" = selftest ]; then
 	expect_status exit-status 3 --timeout 300 "$REPO/vm/selftest/exit3.sh"
 	expect_status panic 125 --timeout 120 "$REPO/vm/selftest/panic.sh"
 	expect_status hang 124 --timeout 60 "$REPO/vm/selftest/hang.sh"
+	# The script's output reaches the terminal, and the log keeps the
+	# console whole (its first line) with the script's output after it.
+	mlog=$BLKSNAP_CACHE/results/vm-selftest-marker.log
+	rc=0
+	shown=$(bash "$REPO/vm/run.sh" --timeout 300 --log "$mlog" "$REPO/vm/selftest/marker.sh" 2>/dev/null) ||
+		rc=$?
+	if [ "$rc" -eq 0 ] && grep -q "selftest-marker-4711" <<<"$shown" &&
+		head -1 "$mlog" | grep -qE '^\[ *0\.0+\] Linux version' &&
+		grep -q "selftest-marker-4711" "$mlog"; then
+		record "selftest:output" "PASS (marker shown, log whole)"
+	else
+		record "selftest:output" "FAIL (status $rc; log $mlog)"
+	fi
 else
 	arch=$what
 	config=$(build_dir "$arch")/.config

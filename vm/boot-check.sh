@@ -14,10 +14,13 @@ oops='^\[ *[0-9]+\.[0-9]+\] (Kernel panic|BUG: |Oops|WARNING: ([^ ]+:[0-9]+ at |
 # the first line that matches the extended regex MARK (by default the guest
 # wrapper's "guest: " line, which starts the script; vm/qemu.sh gives
 # KUnit's "KTAP version"), or never got there.
+# The wrapper's start line, in the kernel log (with a timestamp) or on its own.
+# shellcheck disable=SC2034
+guest_mark='(^|\] )guest: '
 failed_while_booting() {
 	local bug start
 	bug=$(grep -m1 -nE "$oops" "$1" | cut -d: -f1)
 	[ -n "$bug" ] || return 1
-	start=$(grep -m1 -nE "${2:-^guest: }" "$1" | cut -d: -f1)
+	start=$(grep -m1 -nE "${2:-$guest_mark}" "$1" | cut -d: -f1)
 	[ -z "$start" ] || [ "$bug" -lt "$start" ]
 }

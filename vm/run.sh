@@ -129,14 +129,21 @@ if [ "$arch" = ppc64le ]; then
 fi
 
 # The guest runs a wrapper: it sets the environment, runs the script and
-# leaves the status in the shared directory as a second witness.
+# leaves the status in the shared directory as a second witness. The
+# script's output goes to a file of its own in the shared directory, not to
+# the console: the console and the guest's standard output reach the log
+# through two files of QEMU's, each writing from its own offset, so the
+# script's lines overwrote the head of the console log. The start line goes
+# to the kernel log, where it keeps its place among the kernel's messages.
 cat >"$share/guest.sh" <<EOF
 #!/bin/bash
 export SCRATCH_DISKS="${scratch[*]}" VM_OUT="$g_out" REPO="$g_repo" PATH="\$PATH:/usr/sbin:/sbin"
 export BLKSNAP_BIN="$g_bin" V6CLIENT_BIN="$g_v6" BLKSNAP_CACHE="$BLKSNAP_CACHE"
 cd "$g_repo"
-echo "guest: \$(uname -r), accel=$(cat "$work/accel" 2>/dev/null || echo ?)"
-bash "$g_script" $(printf '%q ' "$@")
+start="guest: \$(uname -r), accel=$(cat "$work/accel" 2>/dev/null || echo ?)"
+echo "\$start" >/dev/kmsg
+echo "\$start" >"$g_out/script.log"
+bash "$g_script" $(printf '%q ' "$@") >>"$g_out/script.log" 2>&1
 rc=\$?
 echo "\$rc" >"$g_out/.status"
 exit \$rc
@@ -165,16 +172,19 @@ fi
 log "vm: $(basename "$script") on $(basename "$kdir") ($arch, $accel, timeout ${timeout}s), log: $log"
 for attempt in 1 2 3; do
 	set +e
+	rm -f "$out/script.log"
 	timeout --kill-after=10 "$timeout" vng "${vng_args[@]}" --exec "$g_share/guest.sh" \
 		</dev/null >"$log" 2>&1 &
 	guest=$!
-	[ -n "${VM_QUIET:-}" ] || tail --pid="$guest" -n +1 -F "$log" 2>/dev/null &
+	# The terminal follows the script; the console is in the log (and
+	# its end is shown when the run fails).
+	[ -n "${VM_QUIET:-}" ] || tail --pid="$guest" -n +1 -F "$out/script.log" 2>/dev/null &
 	# A kernel that reported a bug before the script started may hang
 	# instead of panicking (seen on ppc64le under TCG): stop it at once
 	# rather than at the timeout (timeout passes the signal to QEMU).
 	while kill -0 "$guest" 2>/dev/null; do
 		sleep 3
-		if ! grep -q '^guest: ' "$log" && failed_while_booting "$log"; then
+		if ! grep -qE "$guest_mark" "$log" && failed_while_booting "$log"; then
 			sleep 5
 			kill -TERM "$guest" 2>/dev/null
 			break
@@ -201,10 +211,18 @@ for attempt in 1 2 3; do
 	break
 done
 
+# The script's output, after the console's, so that the log holds both whole.
+if [ -f "$out/script.log" ]; then
+	{
+		echo "=== guest script output ==="
+		cat "$out/script.log"
+	} >>"$log"
+fi
 status=$(cat "$out/.status" 2>/dev/null || true)
 rm -f "$out/.status"
 if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
 	echo "vm: FAILED: guest timed out after ${timeout}s (log: $log)" >&2
+	[ -n "${VM_QUIET:-}" ] || tail -n 30 "$log" >&2
 	exit 124
 fi
 if grep -qE "$oops" "$log"; then

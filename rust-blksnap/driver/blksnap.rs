@@ -59,11 +59,11 @@ module! {
         },
         chunk_maximum_in_queue: u32 {
             default: 16,
-            description: "Chunks waiting to be stored (v6 compatibility; not a limit yet)",
+            description: "Chunks of a device kept in memory for copy-on-write, at most",
         },
         free_diff_buffer_pool_size: u32 {
             default: 128,
-            description: "Chunk buffers kept for reuse (v6 compatibility; not used yet)",
+            description: "Chunk buffers kept for reuse (v6 compatibility; not used, see docs)",
         },
         diff_storage_minimum: u32 {
             default: 2097152,
@@ -116,7 +116,11 @@ impl kernel::InPlaceModule for Blksnap {
             module_parameters::diff_storage_minimum.value()
         );
         try_pin_init!(Self {
-            _registry: snapshot::init(chunk_params(), storage_step())?,
+            _registry: snapshot::init(
+                chunk_params(),
+                storage_step(),
+                module_parameters::chunk_maximum_in_queue.value() as usize,
+            )?,
             _control <- MiscDeviceRegistration::register(MiscDeviceOptions {
                 name: uapi::CONTROL_NAME,
             }),

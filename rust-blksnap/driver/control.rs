@@ -124,7 +124,8 @@ impl MiscDevice for Control {
             uapi::IOCTL_SNAPSHOT_COLLECT => collect(arg_addr),
             uapi::IOCTL_SNAPSHOT_WAIT_EVENT => wait_event(arg_addr),
             uapi::IOCTL_SNAPSHOT_EVENTS => {
-                let req: uapi::SnapshotEvents = arg::<uapi::SnapshotEvents>(arg_addr).reader().read()?;
+                let req: uapi::SnapshotEvents =
+                    arg::<uapi::SnapshotEvents>(arg_addr).reader().read()?;
                 snapshot::want_events(&req.id, req.mask)?;
                 Ok(0)
             }

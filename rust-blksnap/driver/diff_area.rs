@@ -6,8 +6,17 @@
 //! data is not preserved yet is taken over by the filter and held; the chunk's old data is read
 //! from the origin into a buffer, and once every chunk the write touches is preserved the write
 //! goes on to the device. The buffer is then written to the difference storage by a worker and
-//! freed. So the origin's writes wait only for the read of old data, never for the difference
-//! storage, and a write to a chunk that is preserved already costs a look at the chunk map.
+//! freed. So the origin's writes wait only for the read of old data, and for room when the
+//! chunks in memory reach their bound; a write to a chunk that is preserved already costs a look
+//! at the chunk map.
+//!
+//! Memory is bounded: at most `chunk_maximum_in_queue` chunks of the area are in memory (being
+//! read or waiting for the storage), plus one for each image write in progress. A write that
+//! needs more is held until the storage has taken some (the origin slows down to the storage's
+//! pace, as in blksnap v6); its chunks are claimed one by one as room comes, so a write of any
+//! size (a discard of the whole device) needs no allocation sized by it. The held writes are
+//! kept in a tree by the first chunk they wait for, the chunks to read in arrival order, the
+//! buffers by chunk: every step is O(log n) in the number of held writes and buffers.
 //!
 //! Reads of the snapshot image (see `image`) take each chunk from the difference storage, from
 //! the chunk's buffer, or from the origin. While an image read is served from the origin, writes
@@ -34,6 +43,7 @@ use kernel::{
     impl_has_work, new_condvar, new_spinlock, new_work,
     page::{Page, PAGE_SIZE},
     prelude::*,
+    rbtree::{RBTree, RBTreeNodeReservation},
     sync::{Arc, CondVar, SpinLock},
     workqueue::{Work, WorkItem},
 };
@@ -44,10 +54,23 @@ struct Waiter {
     chunks: Range<u64>,
 }
 
-/// A buffered chunk: its old data in memory, waiting to be stored.
-struct Buffered {
-    index: u64,
-    buf: Arc<Buffer>,
+/// The key of a held write in [`Inner::blocked`]: the first chunk it waits for, and its arrival.
+type BlockedKey = (u64, u64);
+
+/// What a held write needs, allocated before the area's lock is taken. (The waiter is an
+/// `Option` so that it can move to another key in the same node.)
+struct Reservations {
+    blocked: RBTreeNodeReservation<BlockedKey, Option<Waiter>>,
+    to_read: RBTreeNodeReservation<u64, Range<u64>>,
+}
+
+impl Reservations {
+    fn new() -> Result<Self> {
+        Ok(Self {
+            blocked: RBTreeNodeReservation::new(GFP_NOIO)?,
+            to_read: RBTreeNodeReservation::new(GFP_NOIO)?,
+        })
+    }
 }
 
 /// The mutable state of a difference area.
@@ -55,19 +78,31 @@ struct Buffered {
 /// # Invariants
 ///
 /// `state` and `slot` have one entry per chunk. A chunk is in `buffered` exactly when its state
-/// is [`State::Buffered`], and in `to_store` at most once. `readers` has an entry for a chunk
+/// is [`State::Buffered`] (until the area is stopped). `in_memory` counts the chunks in state
+/// [`State::Reading`] or [`State::Buffered`]. A held write is in `blocked` under the first chunk
+/// of its range that is not preserved or has image readers. `readers` has an entry for a chunk
 /// only while an image read of it from the origin is in flight.
 struct Inner {
     state: KVVec<u8>,
     /// For a stored chunk, its place in the difference storage in 4 KiB units.
     slot: KVVec<u32>,
-    buffered: KVec<Buffered>,
-    to_store: KVec<u64>,
+    /// The buffers of the buffered chunks, by chunk; the store takes them in that order.
+    buffered: RBTree<u64, Arc<Buffer>>,
     readers: KVec<(u64, u32)>,
-    waiting: KVec<Waiter>,
-    /// While the take drains the origin ([`DiffArea::hold_reads`]): the chunks whose reads of
-    /// old data copy-on-write has yet to start.
-    held_reads: Option<KVec<u64>>,
+    /// The held writes.
+    blocked: RBTree<BlockedKey, Option<Waiter>>,
+    /// The ranges of the held writes whose chunks may still need reading, by arrival.
+    to_read: RBTree<u64, Range<u64>>,
+    /// The arrival number of the next held write.
+    seq: u64,
+    /// Chunks being read or waiting for the storage.
+    in_memory: usize,
+    /// The bound of `in_memory` for copy-on-write (image writes may go past it by one each).
+    limit: usize,
+    /// The most chunks that were in memory at once.
+    peak: usize,
+    /// While the take drains the origin ([`DiffArea::hold_reads`]): no read of old data starts.
+    holding_reads: bool,
     /// The error that corrupted the area, or `ESHUTDOWN` once the snapshot is gone.
     error: Option<Error>,
 }
@@ -120,16 +155,72 @@ impl Inner {
 
     /// Whether a write to `chunks` may go on to the origin now.
     fn may_write(&self, chunks: &Range<u64>) -> bool {
-        chunks.clone().all(|i| self.state(i).is_preserved()) && !self.has_readers(chunks)
+        self.first_blocking(chunks.clone()).is_none()
     }
 
-    /// Takes out a held write that may go on now, if there is one.
-    fn next_ready(&mut self) -> Option<PendingBio> {
-        let pos = self
-            .waiting
-            .iter()
-            .position(|w| self.may_write(&w.chunks))?;
-        self.waiting.remove(pos).ok().map(|w| w.bio)
+    /// Returns the first chunk of `chunks` that a write must wait for: not preserved, or read
+    /// from the origin by the image.
+    fn first_blocking(&self, chunks: Range<u64>) -> Option<u64> {
+        chunks
+            .into_iter()
+            .find(|&i| !self.state(i).is_preserved() || self.has_readers(&(i..i + 1)))
+    }
+
+    /// Counts chunk `index`, moved to [`State::Reading`], as in memory.
+    fn reading(&mut self, index: u64) {
+        self.set_state(index, State::Reading);
+        self.in_memory += 1;
+        self.peak = self.peak.max(self.in_memory);
+    }
+
+    /// Claims the next chunk that copy-on-write must read, if there is room in memory for it:
+    /// the first untouched chunk of the held writes, in their order of arrival.
+    fn claim(&mut self) -> Option<u64> {
+        if self.holding_reads || self.error.is_some() || self.in_memory >= self.limit {
+            return None;
+        }
+        loop {
+            let mut cursor = self.to_read.cursor_front_mut()?;
+            let range = cursor.current_mut().1;
+            let state = &self.state;
+            while range.start < range.end
+                && state.get(range.start as usize).copied() != Some(State::Untouched as u8)
+            {
+                range.start += 1;
+            }
+            if range.start < range.end {
+                let index = range.start;
+                range.start += 1;
+                self.reading(index);
+                return Some(index);
+            }
+            // Every chunk of that write is claimed: on to the next one.
+            let _ = cursor.remove_current();
+        }
+    }
+
+    /// Takes out the next held write from arrival `from` on that is keyed at chunk `index` (it
+    /// waited for that chunk), and puts it back under the next chunk it waits for, if there is
+    /// one, in the same node. Returns the arrival of the write, and its bio if it may go on.
+    fn next_unblocked(&mut self, index: u64, from: u64) -> Option<(u64, Option<PendingBio>)> {
+        let mut cursor = self.blocked.cursor_lower_bound_mut(&(index, from))?;
+        let (&(at, seq), _) = cursor.current();
+        if at != index {
+            return None;
+        }
+        let waiter = cursor.current_mut().1.take();
+        let (_, node) = cursor.remove_current();
+        let Some(waiter) = waiter else {
+            return Some((seq, None));
+        };
+        match self.first_blocking(index..waiter.chunks.end) {
+            None => Some((seq, Some(waiter.bio))),
+            Some(next) => {
+                let node = node.into_reservation().into_node((next, seq), Some(waiter));
+                self.blocked.insert(node);
+                Some((seq, None))
+            }
+        }
     }
 }
 
@@ -186,6 +277,7 @@ impl DiffArea {
         let state = KVVec::from_elem(State::Untouched as u8, count, GFP_KERNEL)?;
         let slot_map = KVVec::from_elem(0u32, count, GFP_KERNEL)?;
         let dev = origin.bdev().dev();
+        let limit = shared.chunk_limit.max(1);
         Arc::pin_init(
             pin_init!(Self {
                 dev,
@@ -195,11 +287,15 @@ impl DiffArea {
                 inner <- new_spinlock!(Inner {
                     state,
                     slot: slot_map,
-                    buffered: KVec::new(),
-                    to_store: KVec::new(),
+                    buffered: RBTree::new(),
                     readers: KVec::new(),
-                    waiting: KVec::new(),
-                    held_reads: None,
+                    blocked: RBTree::new(),
+                    to_read: RBTree::new(),
+                    seq: 0,
+                    in_memory: 0,
+                    limit,
+                    peak: 0,
+                    holding_reads: false,
                     error: None,
                 }),
                 changed <- new_condvar!(),
@@ -231,23 +327,31 @@ impl DiffArea {
     /// a write to the same chunk, or the copy could miss a write that the take's change map
     /// counts. The writes copy-on-write takes over wait meanwhile, as they would for the reads.
     pub(crate) fn hold_reads(&self) {
-        let mut inner = self.inner.lock();
-        if inner.held_reads.is_none() {
-            inner.held_reads = Some(KVec::new());
-        }
+        self.inner.lock().holding_reads = true;
     }
 
     /// Starts the reads of old data held back since [`Self::hold_reads`].
     pub(crate) fn release_reads(self: &Arc<Self>) {
-        let held = {
-            let mut inner = self.inner.lock();
-            let held = inner.held_reads.take();
-            // A corrupted area reads nothing more.
-            held.filter(|_| inner.error.is_none())
-        };
-        for index in held.into_iter().flatten() {
-            self.start_read(index);
+        self.inner.lock().holding_reads = false;
+        self.start_reads();
+    }
+
+    /// Starts the reads of old data that copy-on-write needs, as long as there is room in
+    /// memory for them.
+    fn start_reads(self: &Arc<Self>) {
+        loop {
+            let index = self.inner.lock().claim();
+            match index {
+                Some(index) => self.start_read(index),
+                None => return,
+            }
         }
+    }
+
+    /// Returns how many chunks are in memory now, their bound, and the most there were at once.
+    pub(crate) fn memory(&self) -> (usize, usize, usize) {
+        let inner = self.inner.lock();
+        (inner.in_memory, inner.limit, inner.peak)
     }
 
     /// Returns the error that corrupted the area, if any.
@@ -289,53 +393,36 @@ impl DiffArea {
             bio.take().end(Status::from_error(EAGAIN));
             return;
         }
-        let mut to_read = match KVec::with_capacity(chunks.clone().count(), GFP_NOIO) {
-            Ok(v) => v,
-            Err(_) => {
-                self.fail(ENOMEM);
-                return;
-            }
+        // Allocated before the bio is taken and the lock held: nothing below allocates.
+        let Ok(nodes) = Reservations::new() else {
+            // The area is failed before the write goes on: no image read in between may see
+            // its new data.
+            self.fail(ENOMEM);
+            return;
         };
         let bio = bio.take();
         let mut inner = self.inner.lock();
-        if inner.error.is_some() || inner.may_write(&chunks) {
+        let Some(first) = inner
+            .error
+            .is_none()
+            .then(|| inner.first_blocking(chunks.clone()))
+            .flatten()
+        else {
             drop(inner);
             pass_on(bio);
             return;
-        }
-        for i in chunks.clone() {
-            if inner.state(i) == State::Untouched {
-                inner.set_state(i, State::Reading);
-                // The capacity was reserved for every chunk of the range.
-                let _ = to_read.push(i, GFP_ATOMIC);
-            }
-        }
-        // The chunks of the range are `Reading` now: the area must be failed before the write
-        // goes on, or an image read in between could return its new data.
-        if inner.waiting.reserve(1, GFP_ATOMIC).is_err() {
-            drop(inner);
-            self.fail(ENOMEM);
-            pass_on(bio);
-            return;
-        }
-        if let Err(err) = inner.waiting.push_within_capacity(Waiter { bio, chunks }) {
-            drop(inner);
-            self.fail(ENOMEM);
-            pass_on(err.0.bio);
-            return;
-        }
-        if let Some(held) = inner.held_reads.as_mut() {
-            // The take is draining the origin: the reads start once it is done.
-            if held.extend_from_slice(&to_read, GFP_ATOMIC).is_err() {
-                drop(inner);
-                self.fail(ENOMEM);
-            }
-            return;
-        }
+        };
+        let seq = inner.seq;
+        inner.seq += 1;
+        let to_read = chunks.clone();
+        inner.blocked.insert(
+            nodes
+                .blocked
+                .into_node((first, seq), Some(Waiter { bio, chunks })),
+        );
+        inner.to_read.insert(nodes.to_read.into_node(seq, to_read));
         drop(inner);
-        for i in to_read {
-            self.start_read(i);
-        }
+        self.start_reads();
     }
 
     /// Starts reading the old data of chunk `index`, which the caller moved to `Reading`.
@@ -345,7 +432,8 @@ impl DiffArea {
             let read = CowRead {
                 area: self.clone(),
                 index,
-                buf,
+                buf: Arc::new(buf, GFP_NOIO)?,
+                node: RBTreeNodeReservation::new(GFP_NOIO)?,
             };
             blkio::submit(
                 &self.shared.bio_set,
@@ -361,49 +449,48 @@ impl DiffArea {
     }
 
     /// The old data of chunk `index` is in `buf`: lets the writes go on that waited for it, and
-    /// has the buffer stored.
-    fn buffered(self: &Arc<Self>, index: u64, buf: Buffer) {
-        let buf = match Arc::new(buf, GFP_NOIO) {
-            Ok(buf) => buf,
-            Err(_) => return self.fail(ENOMEM),
-        };
+    /// has the buffer stored. May run in interrupt context: allocates nothing (`node` was
+    /// reserved with the read).
+    fn buffered(
+        self: &Arc<Self>,
+        index: u64,
+        buf: Arc<Buffer>,
+        node: RBTreeNodeReservation<u64, Arc<Buffer>>,
+    ) {
         let mut inner = self.inner.lock();
         if inner.error.is_some() {
             return;
         }
-        if inner
-            .buffered
-            .push(Buffered { index, buf }, GFP_ATOMIC)
-            .is_err()
-            || inner.to_store.push(index, GFP_ATOMIC).is_err()
-        {
-            drop(inner);
-            return self.fail(ENOMEM);
-        }
+        inner.buffered.insert(node.into_node(index, buf));
         inner.set_state(index, State::Buffered);
         drop(inner);
-        self.release_ready();
-        // Already queued if it is pending: it stores everything queued when it runs.
+        self.release_at(index);
+        // Already queued if it is pending: it stores everything buffered when it runs.
         let _ = self.shared.queue.enqueue(self.clone());
     }
 
-    /// Stores the buffered chunks, one after the other. Runs on the snapshot's workqueue.
+    /// Stores the buffered chunks, one after the other, and starts the reads that waited for
+    /// room. Runs on the snapshot's store queue.
     fn store_all(self: &Arc<Self>) {
         loop {
-            let (index, buf) = {
-                let mut inner = self.inner.lock();
-                if inner.error.is_some() || inner.to_store.is_empty() {
+            let next = {
+                let inner = self.inner.lock();
+                if inner.error.is_some() {
                     return;
                 }
-                let index = inner.to_store.remove(0).unwrap_or(u64::MAX);
-                let Some(b) = inner.buffered.iter().find(|b| b.index == index) else {
-                    continue;
-                };
-                (index, b.buf.clone())
+                inner
+                    .buffered
+                    .cursor_front()
+                    .map(|c| (*c.current().0, c.current().1.clone()))
+            };
+            let Some((index, buf)) = next else {
+                return;
             };
             if let Err(err) = self.store(index, &buf) {
                 return self.fail(err);
             }
+            drop(buf);
+            self.start_reads();
         }
     }
 
@@ -426,11 +513,11 @@ impl DiffArea {
             *s = slot;
         }
         inner.set_state(index, State::Stored);
-        if let Some(pos) = inner.buffered.iter().position(|b| b.index == index) {
-            // The buffer is freed once no image read holds it any more.
-            let _ = inner.buffered.remove(pos);
-        }
+        // The buffer is freed once no image read holds it any more, outside the lock.
+        let old = inner.buffered.remove_node(&index);
+        inner.in_memory = inner.in_memory.saturating_sub(1);
         drop(inner);
+        drop(old);
         self.changed.notify_all();
         Ok(())
     }
@@ -459,24 +546,33 @@ impl DiffArea {
 
     /// Stops the area with `err` if it is not stopped yet; returns the held writes and the
     /// buffers if it was this call.
-    fn stop(&self, err: Error) -> Option<(KVec<Waiter>, KVec<Buffered>)> {
+    fn stop(&self, err: Error) -> Option<Stopped> {
         let mut inner = self.inner.lock();
         if inner.error.is_some() {
             return None;
         }
         inner.error = Some(err);
-        inner.to_store.clear();
-        Some((
-            core::mem::take(&mut inner.waiting),
-            core::mem::take(&mut inner.buffered),
-        ))
+        Some(Stopped {
+            blocked: core::mem::take(&mut inner.blocked),
+            to_read: core::mem::take(&mut inner.to_read),
+            buffered: core::mem::take(&mut inner.buffered),
+        })
     }
 
     /// Lets the held writes of a stopped area go on, frees its buffers, wakes its waiters.
-    fn release(&self, (waiting, buffered): (KVec<Waiter>, KVec<Buffered>)) {
+    fn release(&self, stopped: Stopped) {
+        let Stopped {
+            mut blocked,
+            to_read,
+            buffered,
+        } = stopped;
         drop(buffered);
-        for waiter in waiting {
-            pass_on(waiter.bio);
+        drop(to_read);
+        while let Some(cursor) = blocked.cursor_front_mut() {
+            let (_, node) = cursor.remove_current();
+            if let (_, Some(waiter)) = node.to_key_value() {
+                pass_on(waiter.bio);
+            }
         }
         self.changed.notify_all();
     }
@@ -492,9 +588,8 @@ impl DiffArea {
             }
             State::Buffered => inner
                 .buffered
-                .iter()
-                .find(|b| b.index == index)
-                .map(|b| Source::Buffer(b.buf.clone()))
+                .get(&index)
+                .map(|buf| Source::Buffer(buf.clone()))
                 .ok_or(EIO),
             State::Untouched | State::Reading => {
                 inner.add_readers(index..index + 1)?;
@@ -523,26 +618,42 @@ impl DiffArea {
 
     /// An image read of `chunks` from the origin is done: the writes it held may go on.
     fn origin_read_done(&self, chunks: Range<u64>) {
-        let mut inner = self.inner.lock();
         for index in chunks {
-            if let Some(pos) = inner.readers.iter().position(|(i, _)| *i == index) {
-                inner.readers[pos].1 -= 1;
-                if inner.readers[pos].1 == 0 {
-                    let _ = inner.readers.remove(pos);
+            let last = {
+                let mut inner = self.inner.lock();
+                match inner.readers.iter().position(|(i, _)| *i == index) {
+                    Some(pos) => {
+                        inner.readers[pos].1 -= 1;
+                        let last = inner.readers[pos].1 == 0;
+                        if last {
+                            let _ = inner.readers.remove(pos);
+                        }
+                        last
+                    }
+                    None => false,
                 }
+            };
+            if last {
+                self.release_at(index);
             }
         }
-        drop(inner);
-        self.release_ready();
     }
 
-    /// Lets the held writes go on that may now, one at a time, without the lock held while
-    /// submitting.
-    fn release_ready(&self) {
+    /// Chunk `index` no longer keeps writes back (it is preserved, or its last image read from
+    /// the origin is done): lets the held writes that waited for it go on if nothing else keeps
+    /// them, one at a time and without the lock held while submitting; the others now wait for
+    /// their next chunk.
+    fn release_at(&self, index: u64) {
+        let mut from = 0;
         loop {
-            let next = self.inner.lock().next_ready();
+            let next = self.inner.lock().next_unblocked(index, from);
             match next {
-                Some(bio) => pass_on(bio),
+                Some((seq, bio)) => {
+                    from = seq + 1;
+                    if let Some(bio) = bio {
+                        pass_on(bio);
+                    }
+                }
                 None => return,
             }
         }
@@ -641,7 +752,8 @@ impl DiffArea {
                 }
                 State::Failed => return Err(EIO),
                 State::Untouched => {
-                    inner.set_state(index, State::Reading);
+                    // An image write: it may go past the bound, by one chunk at a time.
+                    inner.reading(index);
                     drop(inner);
                     self.start_read(index);
                     inner = self.inner.lock();
@@ -711,17 +823,31 @@ pub(crate) enum ReadFrom {
 struct CowRead {
     area: Arc<DiffArea>,
     index: u64,
-    buf: Buffer,
+    buf: Arc<Buffer>,
+    /// Room for the buffer in [`Inner::buffered`], reserved with the read.
+    node: RBTreeNodeReservation<u64, Arc<Buffer>>,
 }
 
 impl EndIo for CowRead {
     fn end_io(self, status: Status) {
-        let CowRead { area, index, buf } = self;
+        let CowRead {
+            area,
+            index,
+            buf,
+            node,
+        } = self;
         match status.to_result() {
-            Ok(()) => area.buffered(index, buf),
+            Ok(()) => area.buffered(index, buf, node),
             Err(err) => area.fail(err),
         }
     }
+}
+
+/// What a stopped area gives up: its held writes, the ranges still to read, the buffers.
+struct Stopped {
+    blocked: RBTree<BlockedKey, Option<Waiter>>,
+    to_read: RBTree<u64, Range<u64>>,
+    buffered: RBTree<u64, Arc<Buffer>>,
 }
 
 impl PageIo for CowRead {
@@ -1218,11 +1344,11 @@ mod tests {
             Ok(())
         })?;
         for (i, &b) in map.iter().enumerate() {
-            assert_eq!(b, if i == 5 { 1 } else { 0 }, "block {}", i);
+            assert_eq!((i, b), (i, if i == 5 { 1 } else { 0 }));
         }
         let next = taken_map(&t)?;
         for (i, &b) in next.iter().enumerate() {
-            assert_eq!(b, if i == 5 { 2 } else { 0 }, "block {}", i);
+            assert_eq!((i, b), (i, if i == 5 { 2 } else { 0 }));
         }
         Ok(())
     }
@@ -1251,6 +1377,55 @@ mod tests {
         write_image(&t, &disk, 3 * 8, 0x33, 10_000)?;
         assert!(all(&t.read(3)?, 0x33));
         assert_eq!(t.area.counts(), [15, 0, 0, 1, 0]);
+        Ok(())
+    }
+
+    /// Copy-on-write keeps at most `limit` chunks in memory: the chunks of held writes are
+    /// claimed one by one, in the writes' order, skipping those preserved or claimed already, and
+    /// only while there is room; a write of any size needs one entry.
+    #[test]
+    fn chunks_in_memory_are_bounded() -> Result {
+        let t = Setup::new("kunit_da_bound", 16)?;
+        let mut inner = t.area.inner.lock();
+        inner.limit = 2;
+        // A write over chunks 0..10 (a discard, say), then one over 4..6.
+        inner
+            .to_read
+            .insert(kernel::rbtree::RBTreeNode::new(0, 0..10, GFP_KERNEL)?);
+        inner
+            .to_read
+            .insert(kernel::rbtree::RBTreeNode::new(1, 4..6, GFP_KERNEL)?);
+        inner.set_state(1, State::Stored);
+        assert_eq!(inner.claim(), Some(0));
+        assert_eq!(inner.claim(), Some(2));
+        // The bound.
+        assert_eq!(inner.claim(), None);
+        assert_eq!(inner.in_memory, 2);
+        // One stored: room for one more.
+        inner.set_state(0, State::Stored);
+        inner.in_memory -= 1;
+        assert_eq!(inner.claim(), Some(3));
+        assert_eq!(inner.claim(), None);
+        inner.set_state(2, State::Stored);
+        inner.set_state(3, State::Stored);
+        inner.in_memory = 0;
+        for want in 4..10 {
+            assert_eq!(inner.claim(), Some(want));
+            inner.set_state(want, State::Stored);
+            inner.in_memory -= 1;
+        }
+        // Both writes' chunks are all claimed: their entries are gone.
+        assert_eq!(inner.claim(), None);
+        assert!(inner.to_read.is_empty());
+        assert_eq!(inner.peak, 2);
+        // While the take drains the origin, nothing is claimed.
+        inner
+            .to_read
+            .insert(kernel::rbtree::RBTreeNode::new(2, 10..12, GFP_KERNEL)?);
+        inner.holding_reads = true;
+        assert_eq!(inner.claim(), None);
+        inner.holding_reads = false;
+        assert_eq!(inner.claim(), Some(10));
         Ok(())
     }
 

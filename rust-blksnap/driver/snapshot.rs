@@ -55,6 +55,9 @@ pub(crate) struct Shared {
     /// of the chunk it preserves, and under memory pressure only the rescuer of a queue runs, one
     /// work item after another: the store, queued behind the write, would never run.
     pub(crate) image_queue: &'static OwnedQueue,
+    /// The bound of the chunks each area keeps in memory for copy-on-write
+    /// (`chunk_maximum_in_queue`).
+    pub(crate) chunk_limit: usize,
     epoch: Instant<Monotonic>,
     /// The client asked for the `no_space` event ([`Shared::want_events`]). A v6 client never
     /// does, and sees only `corrupted` events, as v6 delivers.
@@ -382,6 +385,11 @@ impl Snapshot {
         }
         state.destroyed = true;
         for member in state.members.iter() {
+            // Stopped first: the writes it holds go on now, whatever the storage does, and the
+            // writes that still reach it pass.
+            if let Some(area) = &member.area {
+                area.shutdown();
+            }
             member.link.cbt().end_cow();
             member.link.clear_cow();
         }
@@ -391,14 +399,17 @@ impl Snapshot {
         drop(state);
         for member in members {
             if let Some(area) = &member.area {
-                area.shutdown();
                 let [untouched, _, _, stored, failed] = area.counts();
+                let (_, limit, peak) = area.memory();
                 pr_info!(
-                    "{}: snapshot destroyed: {} chunks preserved, {} untouched, {} failed\n",
+                    "{}: snapshot destroyed: {} chunks preserved, {} untouched, {} failed; \
+                     at most {} chunks in memory (bound {})\n",
                     area.dev(),
                     stored,
                     untouched,
-                    failed
+                    failed,
+                    peak,
+                    limit
                 );
             }
             // The image disk goes first: its bios use the area.
@@ -445,12 +456,14 @@ pub(crate) struct Registry {
     params: chunk::Params,
     /// Bytes by which a file difference storage grows.
     storage_step: u64,
+    /// Chunks an area may keep in memory for copy-on-write.
+    chunk_limit: usize,
 }
 
 static REGISTRY: SetOnce<Arc<Registry>> = SetOnce::new();
 
 /// Sets up the registry, at module initialization.
-pub(crate) fn init(params: chunk::Params, storage_step: u64) -> Result {
+pub(crate) fn init(params: chunk::Params, storage_step: u64, chunk_limit: usize) -> Result {
     let queue = OwnedQueue::new(c"blksnap", QueueFlag::Unbound | QueueFlag::MemReclaim, 0)?;
     let image_queue = OwnedQueue::new(
         c"blksnap-image",
@@ -466,6 +479,7 @@ pub(crate) fn init(params: chunk::Params, storage_step: u64) -> Result {
             epoch: Instant::<Monotonic>::now(),
             params,
             storage_step,
+            chunk_limit: chunk_limit.max(1),
         }),
         GFP_KERNEL,
     )?;
@@ -511,6 +525,7 @@ impl Shared {
                 bio_set: reg.bio_set.clone(),
                 queue,
                 image_queue,
+                chunk_limit: reg.chunk_limit,
                 epoch: reg.epoch,
                 no_space_wanted: Atomic::new(false),
                 no_space_sent: Atomic::new(false),

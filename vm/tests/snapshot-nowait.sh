@@ -27,7 +27,14 @@ cleanup() {
 trap cleanup EXIT
 MM=$(lsblk -dno MAJ:MIN "$DISK" | tr -d ' ')
 IMG=/dev/blksnap-image_$MM
-nowait() { xfs_io -d -c "pwrite -q -N -V 1 -S 0x$2 $1 4096" "$DISK" 2>&1; }
+# A direct NOWAIT write fails with EAGAIN by itself when pages of its range
+# are in the device's page cache (udev's probe after a close puts some
+# there, and a held snapshot keeps the origin open, so they stay): drop them
+# first, so that an EAGAIN is copy-on-write's.
+nowait() {
+	blockdev --flushbufs "$DISK"
+	xfs_io -d -c "pwrite -q -N -V 1 -S 0x$2 $1 4096" "$DISK" 2>&1 || true
+}
 
 "$BIN" detach "$DISK" >/dev/null 2>&1 || true
 bs attach "$DISK" >/dev/null
