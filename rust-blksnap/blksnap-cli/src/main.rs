@@ -379,6 +379,8 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
                 diff_storage: storage.as_fd(),
                 diff_storage_limit_sectors: a.storage.limit / SECTOR_SIZE,
                 interrupt: &INTERRUPTED,
+                host: None,
+                state: None,
             };
             let report = backup::backup(&kernel, &req, &Bars::new(j))?;
             emit(j, json!(report), || {

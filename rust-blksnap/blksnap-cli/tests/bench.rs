@@ -92,6 +92,8 @@ fn manifest_size_and_memory_of_verify_and_restore() {
         diff_storage: storage.as_fd(),
         diff_storage_limit_sectors: 1 << 20,
         interrupt: &stop,
+        host: None,
+        state: None,
     };
     println!("device: {blocks} blocks of {bs} bytes");
     let t = Instant::now();

@@ -188,6 +188,8 @@ fn fake_backups(dir: &Path, size: usize) -> (PathBuf, Vec<u8>) {
         diff_storage: storage.as_fd(),
         diff_storage_limit_sectors: 1 << 20,
         interrupt: &stop,
+        host: None,
+        state: None,
     };
     let mut seed = 1u8;
     for round in 0..3 {
@@ -382,6 +384,8 @@ fn two_sets(dir: &Path) -> PathBuf {
         diff_storage: storage.as_fd(),
         diff_storage_limit_sectors: 1 << 20,
         interrupt: &stop,
+        host: None,
+        state: None,
     };
     backup::backup(&k, &req, &NoProgress).unwrap();
     k.write(dev, 3 * 4096 + 10, b"newer");

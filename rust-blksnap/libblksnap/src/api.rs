@@ -148,6 +148,11 @@ pub struct DeviceIdentity {
     pub name: String,
     pub major: u32,
     pub minor: u32,
+    /// A name of the device that does not depend on the order in which
+    /// disks were found, where the system has one: `by-id/wwn-...`,
+    /// `by-id/...`, `by-partuuid/...` (from `/dev/disk`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_id: Option<String>,
 }
 
 impl DeviceIdentity {
@@ -232,4 +237,6 @@ pub trait Blksnap {
     fn snapshot_wait_event(&self, id: &Uuid, timeout: Duration) -> Result<WaitOutcome>;
     /// Opens the image disk of a taken snapshot for reading.
     fn open_image(&self, info: &SnapshotInfo) -> Result<Box<dyn ImageReader>>;
+    /// Paths of the devices the blksnap filter is attached to.
+    fn tracked_devices(&self) -> Result<Vec<PathBuf>>;
 }

@@ -27,20 +27,22 @@ use std::os::fd::BorrowedFd;
 use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use uuid::Uuid;
 
 use crate::api::{Attach, Blksnap, CbtInfo, DeviceIdentity, TrackedDevice};
 use crate::error::{Error, Result};
+use crate::identity::HostRecord;
 use crate::manifest::{
     device_stem, digest, set_name, sources, unique_suffix, BackupKind, CbtRecord, DeviceRecord,
     Digest, Manifest, ParentRef, RepoLock, Repository, Segment, Sums, SumsWriter,
     CHECKSUM_ALGORITHM, LOCK_FILE, MANIFEST_FORMAT,
 };
+use crate::state::{RecordedDevice, SnapshotRecord, StateDir};
 use crate::util::{
-    drop_cache, errno_text, remove_tree, serialize_opt_path_lossy, serialize_path_lossy, sync_dir,
+    drop_cache, errno_text, now_unix, remove_tree, serialize_opt_path_lossy, serialize_path_lossy,
+    sync_dir,
 };
 
 /// Receives progress of long operations.
@@ -81,6 +83,11 @@ pub struct BackupRequest<'a> {
     pub diff_storage_limit_sectors: u64,
     /// Set when the user asked to stop.
     pub interrupt: &'a AtomicBool,
+    /// The host recorded in the manifests (None: this machine).
+    pub host: Option<HostRecord>,
+    /// Where the snapshot's state file is written while it exists, so that
+    /// a snapshot of a killed run can be recognised (None: nowhere).
+    pub state: Option<&'a StateDir>,
 }
 
 /// Outcome for one device.
@@ -112,16 +119,24 @@ pub struct BackupReport {
     pub devices: Vec<DeviceReport>,
 }
 
-/// Destroys the snapshot when dropped, unless already destroyed.
+/// Destroys the snapshot when dropped, unless already destroyed, and
+/// removes its state file once it is destroyed.
 struct SnapshotGuard<'k, K: Blksnap> {
     kernel: &'k K,
     id: Option<Uuid>,
+    state: Option<&'k StateDir>,
 }
 
 impl<K: Blksnap> SnapshotGuard<'_, K> {
     fn destroy(&mut self) -> Result<()> {
         match self.id.take() {
-            Some(id) => self.kernel.snapshot_destroy(&id),
+            Some(id) => {
+                self.kernel.snapshot_destroy(&id)?;
+                if let Some(s) = self.state {
+                    s.forget(&id);
+                }
+                Ok(())
+            }
             None => Ok(()),
         }
     }
@@ -159,13 +174,6 @@ impl Drop for RunLock {
         }
         self.lock.take();
     }
-}
-
-fn now_unix() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 /// Decides whether a device's backup can build on `prev`; returns the reason
@@ -210,6 +218,47 @@ pub fn full_reason(prev: Option<&Manifest>, info: &CbtInfo, mode: Mode) -> Optio
 struct Planned<D> {
     dev: D,
     prev: Option<(Manifest, String)>,
+    /// Why there is no `prev` though the repository holds backups of the
+    /// device's name (from other hosts).
+    no_prev: Option<String>,
+}
+
+/// Why a backup of `ident` cannot build on `prev` though the CBT would
+/// allow it: the device's stable name changed (another disk got its
+/// kernel name).
+pub fn identity_reason(prev: &Manifest, ident: &DeviceIdentity) -> Option<String> {
+    match (&prev.device.stable_id, &ident.stable_id) {
+        (Some(a), Some(b)) if a != b => Some(format!(
+            "{} is another device than in set {}: {b}, not {a}",
+            ident.name, prev.set
+        )),
+        _ => None,
+    }
+}
+
+/// Refuses a repository on one of the devices being backed up (or on a
+/// partition of one): its own writes would be in the snapshot, grow the
+/// difference storage, and be copied by the next incremental.
+fn check_repository_placement<D: TrackedDevice>(root: &Path, devices: &[D]) -> Result<()> {
+    let Some(fs_dev) = crate::util::fs_device(root) else {
+        return Ok(());
+    };
+    let disk = crate::util::whole_disk_of(fs_dev.0, fs_dev.1);
+    for d in devices {
+        let id = d.identity();
+        let here = (id.major, id.minor);
+        if here == fs_dev || Some(here) == disk {
+            return Err(Error::Invalid(format!(
+                "the repository {} is on {} ({}:{}), which is being backed up: its writes \
+                 would be part of the snapshot; put the repository on another device",
+                root.display(),
+                id.path.display(),
+                fs_dev.0,
+                fs_dev.1
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn check_interrupt(flag: &AtomicBool) -> Result<()> {
@@ -250,7 +299,9 @@ pub fn backup<K: Blksnap>(
         }
         devices.push(dev);
     }
+    check_repository_placement(repo.root(), &devices)?;
     check_interrupt(req.interrupt)?;
+    let host = req.host.clone().unwrap_or_else(HostRecord::current);
 
     // The repository, locked for the rest of the run.
     let existed = repo.root().is_dir();
@@ -267,21 +318,32 @@ pub fn backup<K: Blksnap>(
     let mut planned: Vec<Planned<K::Device>> = Vec::new();
     for dev in devices {
         let name = dev.identity().name.clone();
-        let prev = match req.mode {
-            Mode::Full => None,
-            _ => match repo.latest_with(&name, None)? {
-                Some(set) => Some(repo.load(&set, &name)?),
-                None => None,
+        let (prev, no_prev) = match req.mode {
+            Mode::Full => (None, None),
+            _ => match repo.latest_of_host(&name, &host)? {
+                (Some(set), _) => (Some(repo.load(&set, &name)?), None),
+                (None, others) if !others.is_empty() => (
+                    None,
+                    Some(format!(
+                        "no earlier backup of {name} from this host ({}); the repository \
+                         holds backups of {name} from {}",
+                        host.hostname,
+                        others.join(", ")
+                    )),
+                ),
+                (None, _) => (None, None),
             },
         };
         if req.mode == Mode::Incremental && prev.is_none() {
             return Err(Error::Invalid(format!(
-                "{}: cannot make an incremental backup: no earlier backup of this device \
-                 in the repository",
-                dev.identity().path.display()
+                "{}: cannot make an incremental backup: {}",
+                dev.identity().path.display(),
+                no_prev
+                    .as_deref()
+                    .unwrap_or("no earlier backup of this device in the repository")
             )));
         }
-        planned.push(Planned { dev, prev });
+        planned.push(Planned { dev, prev, no_prev });
     }
     check_interrupt(req.interrupt)?;
 
@@ -304,25 +366,41 @@ pub fn backup<K: Blksnap>(
     let mut snap = SnapshotGuard {
         kernel,
         id: Some(id),
+        state: req.state,
     };
+    if let Some(state) = req.state {
+        let devices = planned
+            .iter()
+            .map(|p| RecordedDevice {
+                path: p.dev.identity().path.to_string_lossy().into_owned(),
+                name: p.dev.identity().name.clone(),
+            })
+            .collect();
+        let rec = SnapshotRecord::new(id, std::process::id(), "backup", devices);
+        if let Err(e) = state.record(&rec) {
+            log::warn!("the snapshot is not recorded ({e}); if this run is killed, destroy it with `blksnap snapshot destroy --id {id}`");
+        }
+    }
     for p in &planned {
-        p.dev.snapshot_add(&id)?;
+        if let Err(e) = p.dev.snapshot_add(&id) {
+            if e.errno() == Some(nix::errno::Errno::EBUSY) {
+                let ident = p.dev.identity();
+                return Err(Error::Invalid(format!(
+                    "snapshotadd on {}: {}: {}",
+                    ident.path.display(),
+                    errno_text(nix::errno::Errno::EBUSY),
+                    crate::state::busy_message(req.state, &ident.path, &ident.name)
+                )));
+            }
+            return Err(e);
+        }
     }
     kernel.snapshot_take(&id)?;
 
     let mut manifests = Vec::new();
     let mut reports = Vec::new();
     for p in &planned {
-        let (m, r) = backup_one(
-            kernel,
-            &p.dev,
-            p.prev.as_ref(),
-            &set,
-            id,
-            &tmp_dir,
-            req,
-            progress,
-        )?;
+        let (m, r) = backup_one(kernel, p, &host, &set, id, &tmp_dir, req, progress)?;
         manifests.push(m);
         reports.push(r);
     }
@@ -367,14 +445,16 @@ fn broken_while_read<D: TrackedDevice>(dev: &D, ident: &DeviceIdentity) -> Resul
 #[allow(clippy::too_many_arguments)]
 fn backup_one<K: Blksnap>(
     kernel: &K,
-    dev: &K::Device,
-    prev: Option<&(Manifest, String)>,
+    plan: &Planned<K::Device>,
+    host: &HostRecord,
     set: &str,
     snapshot_id: Uuid,
     dir: &Path,
     req: &BackupRequest<'_>,
     progress: &dyn Progress,
 ) -> Result<(Manifest, DeviceReport)> {
+    let dev = &plan.dev;
+    let prev = plan.prev.as_ref();
     let ident = dev.identity().clone();
     let info = dev.cbt_info()?;
     info.validate()?;
@@ -386,7 +466,13 @@ fn backup_one<K: Blksnap>(
             errno_text(nix::errno::Errno::from_raw(-snap_info.error_code))
         )));
     }
-    let reason = full_reason(prev.map(|p| &p.0), &info, req.mode);
+    let reason = match (prev, &plan.no_prev) {
+        (None, Some(why)) if req.mode != Mode::Full => Some(why.clone()),
+        (Some((pm, _)), _) => {
+            identity_reason(pm, &ident).or_else(|| full_reason(Some(pm), &info, req.mode))
+        }
+        _ => full_reason(None, &info, req.mode),
+    };
     if req.mode == Mode::Incremental {
         if let Some(r) = &reason {
             return Err(Error::Invalid(format!(
@@ -474,12 +560,14 @@ fn backup_one<K: Blksnap>(
         full_reason: reason.clone(),
         created_unix: now_unix(),
         snapshot_id,
+        host: Some(host.clone()),
         device: DeviceRecord {
             name: ident.name.clone(),
             path: ident.path.to_string_lossy().into_owned(),
             major: ident.major,
             minor: ident.minor,
             capacity: info.device_capacity,
+            stable_id: ident.stable_id.clone(),
         },
         cbt: CbtRecord::from_info(&info),
         parent: parent.clone(),
@@ -718,10 +806,51 @@ pub fn restore(
     interrupt: &AtomicBool,
     progress: &dyn Progress,
 ) -> Result<RestoreReport> {
+    let choice = Choice {
+        device,
+        host: None,
+        set,
+    };
+    restore_from(repository, &choice, target, overwrite, interrupt, progress)
+}
+
+/// Which backup of a repository to restore or verify.
+#[derive(Clone, Copy, Debug)]
+pub struct Choice<'a> {
+    /// Kernel name of the device.
+    pub device: &'a str,
+    /// The host (host name or machine id) whose backup to take; needed
+    /// when the repository holds backups of `device` from several hosts.
+    pub host: Option<&'a str>,
+    /// The set whose state to take (default: the newest of the host).
+    pub set: Option<&'a str>,
+}
+
+/// The chain of manifests of a choice.
+fn chosen_chain(repo: &Repository, c: &Choice<'_>) -> Result<Vec<Manifest>> {
+    let set = repo.choose_set(c.device, c.host, c.set)?;
+    log::debug!(
+        "{}: chain of {} ending with set {set}",
+        repo.root().display(),
+        c.device
+    );
+    repo.chain(c.device, Some(&set))
+}
+
+/// As [`restore`], for a backup chosen by device, host and set.
+pub fn restore_from(
+    repository: &Path,
+    choice: &Choice<'_>,
+    target: &Path,
+    overwrite: bool,
+    interrupt: &AtomicBool,
+    progress: &dyn Progress,
+) -> Result<RestoreReport> {
+    let device = choice.device;
     let plan = plan_target(target, overwrite)?;
     let repo = Repository::new(repository);
     let _lock = lock_for_reading(&repo, device, "restore")?;
-    let chain = repo.chain(device, set)?;
+    let chain = chosen_chain(&repo, choice)?;
     let Some(last) = chain.last() else {
         return Err(Error::InvalidBackup(format!(
             "no backup of device {device}"
@@ -848,9 +977,26 @@ pub fn verify(
     interrupt: &AtomicBool,
     progress: &dyn Progress,
 ) -> Result<VerifyReport> {
+    let choice = Choice {
+        device,
+        host: None,
+        set,
+    };
+    verify_from(repository, &choice, against, interrupt, progress)
+}
+
+/// As [`verify`], for a backup chosen by device, host and set.
+pub fn verify_from(
+    repository: &Path,
+    choice: &Choice<'_>,
+    against: Option<&Path>,
+    interrupt: &AtomicBool,
+    progress: &dyn Progress,
+) -> Result<VerifyReport> {
+    let device = choice.device;
     let repo = Repository::new(repository);
     let _lock = lock_for_reading(&repo, device, "verify")?;
-    let chain = repo.chain(device, set)?;
+    let chain = chosen_chain(&repo, choice)?;
     let Some(last) = chain.last() else {
         return Err(Error::InvalidBackup(format!(
             "no backup of device {device}"
@@ -977,6 +1123,14 @@ pub struct ListedBackup {
     pub path: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub created_unix: Option<u64>,
+    /// Host name of the machine the backup was made on (format 3).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub machine_id: Option<String>,
+    /// Stable name of the device (format 3, where it had one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stable_id: Option<String>,
     pub capacity: u64,
     pub block_size: u32,
     pub blocks_total: u32,
@@ -1008,6 +1162,12 @@ pub struct Listing {
 /// only, if given). A backup whose manifest or files are damaged is listed
 /// with the reason.
 pub fn list(repository: &Path, device: Option<&str>) -> Result<Listing> {
+    list_of(repository, device, None)
+}
+
+/// As [`list`], of the backups of host `host` (host name or machine id)
+/// only, if given; backups that record no host are listed with any.
+pub fn list_of(repository: &Path, device: Option<&str>, host: Option<&str>) -> Result<Listing> {
     let repo = Repository::new(repository);
     let _lock = repo.lock(false, "list")?;
     let mut sets = Vec::new();
@@ -1035,6 +1195,9 @@ pub fn list(repository: &Path, device: Option<&str>) -> Result<Listing> {
                 format: None,
                 path: None,
                 created_unix: None,
+                host: None,
+                machine_id: None,
+                stable_id: None,
                 capacity: 0,
                 block_size: 0,
                 blocks_total: 0,
@@ -1055,6 +1218,14 @@ pub fn list(repository: &Path, device: Option<&str>) -> Result<Listing> {
                     entry.format = Some(m.format);
                     entry.path = Some(m.device.path.clone());
                     entry.created_unix = Some(m.created_unix);
+                    entry.host = m.host.as_ref().map(|h| h.hostname.clone());
+                    entry.machine_id = m.host.as_ref().and_then(|h| h.machine_id.clone());
+                    entry.stable_id = m.device.stable_id.clone();
+                    if let (Some(want), Some(h)) = (host, &m.host) {
+                        if !h.answers_to(want) {
+                            continue;
+                        }
+                    }
                     entry.capacity = m.device.capacity;
                     entry.block_size = m.cbt.block_size;
                     entry.blocks_total = m.cbt.block_count;

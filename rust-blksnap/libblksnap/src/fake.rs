@@ -56,6 +56,9 @@ struct State {
     snapshots: BTreeMap<Uuid, Snapshot>,
 }
 
+/// Major number of the fake disks.
+pub const FAKE_MAJOR: u32 = 4095;
+
 /// The fake kernel. Clones share the same state.
 #[derive(Clone, Debug)]
 pub struct FakeKernel {
@@ -85,8 +88,11 @@ impl FakeKernel {
         let id = DeviceIdentity {
             path: path.clone(),
             name: name.into(),
-            major: 254,
+            // A major no real device has, so that a fake disk is never
+            // the device a test's files are on.
+            major: FAKE_MAJOR,
             minor,
+            stable_id: None,
         };
         self.lock().disks.insert(
             path,
@@ -100,6 +106,22 @@ impl FakeKernel {
                 fail_take: None,
             },
         );
+    }
+
+    /// Gives a disk another device number (e.g. that of a real file
+    /// system, to test a repository on the device being backed up).
+    pub fn set_device_number(&self, path: &Path, major: u32, minor: u32) {
+        let mut st = self.lock();
+        let disk = st.disks.get_mut(path).expect("no such fake disk");
+        disk.id.major = major;
+        disk.id.minor = minor;
+    }
+
+    /// Sets the stable name of a disk (`by-id/...`), as udev would.
+    pub fn set_stable_id(&self, path: &Path, id: Option<&str>) {
+        let mut st = self.lock();
+        let disk = st.disks.get_mut(path).expect("no such fake disk");
+        disk.id.stable_id = id.map(str::to_string);
     }
 
     /// Writes to a disk, as a file system would.
@@ -447,5 +469,15 @@ impl Blksnap for FakeKernel {
         }
         let image = disk.image.clone().expect("taken snapshot has an image");
         Ok(Box::new(FakeImage(image)))
+    }
+
+    fn tracked_devices(&self) -> Result<Vec<PathBuf>> {
+        Ok(self
+            .lock()
+            .disks
+            .iter()
+            .filter(|(_, d)| d.tracker.is_some())
+            .map(|(p, _)| p.clone())
+            .collect())
     }
 }

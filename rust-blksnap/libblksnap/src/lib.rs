@@ -7,7 +7,10 @@
 //! - `fake` (feature `fake`): an in-memory model of the kernel for tests;
 //! - [`backup`] and [`manifest`]: full and incremental backups, restore and
 //!   verification;
-//! - [`fiemap`]: the disk extents of a file, to mark them dirty.
+//! - [`fiemap`]: the disk extents of a file, to mark them dirty;
+//! - [`state`]: the snapshots this tool made and their owners;
+//! - [`storage`]: the difference storage of a snapshot;
+//! - [`identity`]: the host and stable device identities of a backup.
 
 pub mod api;
 pub mod backup;
@@ -15,7 +18,10 @@ pub mod error;
 #[cfg(any(test, feature = "fake"))]
 pub mod fake;
 pub mod fiemap;
+pub mod identity;
 pub mod manifest;
+pub mod state;
+pub mod storage;
 pub mod sys;
 #[allow(non_camel_case_types)]
 pub mod uapi;

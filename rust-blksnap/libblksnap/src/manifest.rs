@@ -3,7 +3,7 @@
 //! A backup repository is a directory of sets, `000001`, `000002`, ... Each
 //! set comes from one snapshot and holds, per device:
 //!
-//! - `<name>.json`: the manifest (format 2), a small JSON document that
+//! - `<name>.json`: the manifest (format 3), a small JSON document that
 //!   describes the set and seals the two other files;
 //! - `<name>.sums`: the BLAKE3 digests of the blocks copied in this set, raw,
 //!   32 bytes each, in the order of the data file (see [`SUMS_MAGIC`]);
@@ -19,8 +19,10 @@
 //! locked (`flock` on `.lock`) while a run uses it: exclusively by a backup,
 //! shared by restore, verify and list.
 //!
-//! Format 1 (every block's checksum as hex in the JSON manifest) is still
-//! read; it is not written any more.
+//! Format 3 adds the host (name and machine id) and the device's stable
+//! name to format 2, which is read as well (without them). Format 1 (every
+//! block's checksum as hex in the JSON manifest) is still read. Only format
+//! 3 is written.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
@@ -35,9 +37,12 @@ use uuid::Uuid;
 
 use crate::api::CbtInfo;
 use crate::error::{Error, Result};
+use crate::identity::HostRecord;
 
 /// Version of the manifest format written.
-pub const MANIFEST_FORMAT: u32 = 2;
+pub const MANIFEST_FORMAT: u32 = 3;
+/// Format 2: format 3 without the host and the device's stable name.
+pub const FORMAT_2: u32 = 2;
 /// The previous format, still read.
 pub const LEGACY_FORMAT: u32 = 1;
 /// Name of the checksum algorithm used for blocks and manifests.
@@ -77,6 +82,9 @@ pub struct DeviceRecord {
     pub minor: u32,
     /// Size in bytes.
     pub capacity: u64,
+    /// Stable name of the device (`by-id/wwn-...`), where it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_id: Option<String>,
 }
 
 /// Change-tracking state at the snapshot the backup was read from.
@@ -124,6 +132,9 @@ pub struct Manifest {
     pub full_reason: Option<String>,
     pub created_unix: u64,
     pub snapshot_id: Uuid,
+    /// The host the backup was made on (format 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<HostRecord>,
     pub device: DeviceRecord,
     pub cbt: CbtRecord,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -250,12 +261,14 @@ mod legacy {
             full_reason: m.full_reason,
             created_unix: m.created_unix,
             snapshot_id: m.snapshot_id,
+            host: None,
             device: super::DeviceRecord {
                 name: m.device.name,
                 path: m.device.path.to_string_lossy().into_owned(),
                 major: m.device.major,
                 minor: m.device.minor,
                 capacity: m.device.capacity,
+                stable_id: None,
             },
             cbt: m.cbt,
             parent: m.parent,
@@ -317,7 +330,7 @@ impl Manifest {
             )))
         };
         match (self.format, &self.legacy_sums) {
-            (MANIFEST_FORMAT, None) => {
+            (FORMAT_2 | MANIFEST_FORMAT, None) => {
                 if !plain_name(&self.sums_file) || self.sums_checksum.len() != 64 {
                     return bad("sums file is not named or sealed".into());
                 }
@@ -402,9 +415,12 @@ impl Manifest {
             .ok_or_else(|| invalid(path, "not a manifest: no manifest.format"))?;
         let (manifest, sum) = match format {
             f if f == u64::from(LEGACY_FORMAT) => legacy::load(path, value)?,
-            f if f == u64::from(MANIFEST_FORMAT) => {
+            f if f == u64::from(MANIFEST_FORMAT) || f == u64::from(FORMAT_2) => {
                 let file: ManifestFile = serde_json::from_value(value)
-                    .map_err(|e| invalid(path, format!("not a format 2 manifest: {e}")))?;
+                    .map_err(|e| invalid(path, format!("not a format {f} manifest: {e}")))?;
+                if f == u64::from(FORMAT_2) && file.manifest.host.is_some() {
+                    return Err(invalid(path, "a format 2 manifest with a host record"));
+                }
                 let sum = file.manifest.checksum()?;
                 if sum != file.manifest_checksum {
                     return Err(invalid(
@@ -419,7 +435,7 @@ impl Manifest {
                     path,
                     format!(
                         "manifest format {f} is newer than this blksnap reads \
-                         (formats {LEGACY_FORMAT} and {MANIFEST_FORMAT}); use a newer blksnap"
+                         (formats {LEGACY_FORMAT} to {MANIFEST_FORMAT}); use a newer blksnap"
                     ),
                 ))
             }
@@ -846,6 +862,134 @@ impl Repository {
         Ok(Sums::File { file, path })
     }
 
+    /// The host recorded in the manifest of `device` in `set`: `Ok(None)`
+    /// for a manifest of format 1 or 2, `Err` for one that cannot be read
+    /// (only the host is looked at; [`Repository::load`] checks the rest).
+    pub fn host_of(&self, set: &str, device: &str) -> Result<Option<HostRecord>> {
+        let path = self.manifest_path(set, device);
+        let text = fs::read(&path).map_err(|e| Error::io(format!("read {}", path.display()), e))?;
+        let value: serde_json::Value = serde_json::from_slice(&text)
+            .map_err(|e| invalid(&path, format!("not a manifest: {e}")))?;
+        match value.get("manifest").and_then(|m| m.get("host")) {
+            None | Some(serde_json::Value::Null) => Ok(None),
+            Some(h) => serde_json::from_value(h.clone())
+                .map(Some)
+                .map_err(|e| invalid(&path, format!("bad host record: {e}"))),
+        }
+    }
+
+    /// The sets holding a backup of `device`, newest first, each with its
+    /// recorded host (None for a set of format 1 or 2, or one whose
+    /// manifest cannot be read: [`Repository::load`] reports that).
+    pub fn sets_of(&self, device: &str) -> Result<Vec<(String, Option<HostRecord>)>> {
+        Ok(self
+            .sets()?
+            .into_iter()
+            .rev()
+            .filter(|s| self.manifest_path(s, device).exists())
+            .map(|s| {
+                let h = self.host_of(&s, device).ok().flatten();
+                (s, h)
+            })
+            .collect())
+    }
+
+    /// The newest set of `device` that host `host` made, or that records
+    /// no host (an older format, which was written by one host only unless
+    /// its CBT generation says otherwise). Also returns the other hosts
+    /// whose backups of `device` were passed over.
+    pub fn latest_of_host(
+        &self,
+        device: &str,
+        host: &HostRecord,
+    ) -> Result<(Option<String>, Vec<String>)> {
+        let mut others: Vec<String> = Vec::new();
+        for (set, h) in self.sets_of(device)? {
+            match h {
+                Some(h) if !h.same_as(host) => {
+                    if !others.contains(&h.hostname) {
+                        others.push(h.hostname);
+                    }
+                }
+                _ => return Ok((Some(set), others)),
+            }
+        }
+        Ok((None, others))
+    }
+
+    /// The set whose chain `restore`, `verify` choose for `device`: `set`
+    /// if given (checked against `host`), else the newest set of the host
+    /// named `host` (host name or machine id). Without `host`, the
+    /// repository must hold backups of `device` from one host only: a
+    /// choice between hosts is refused, naming them.
+    pub fn choose_set(
+        &self,
+        device: &str,
+        host: Option<&str>,
+        set: Option<&str>,
+    ) -> Result<String> {
+        let root = self.root.display();
+        if let Some(s) = set {
+            if let (Some(want), Ok(Some(h))) = (host, self.host_of(s, device)) {
+                if !h.answers_to(want) {
+                    return Err(Error::InvalidBackup(format!(
+                        "{root}: set {s} of {device} was made on host {}, not {want}",
+                        h.hostname
+                    )));
+                }
+            }
+            return Ok(s.to_string());
+        }
+        let sets = self.sets_of(device)?;
+        if sets.is_empty() {
+            return Err(Error::InvalidBackup(format!(
+                "{root}: no backup of device {device}"
+            )));
+        }
+        let mut hosts: Vec<HostRecord> = Vec::new();
+        for h in sets.iter().filter_map(|(_, h)| h.as_ref()) {
+            if !hosts.iter().any(|k| k.same_as(h)) {
+                hosts.push(h.clone());
+            }
+        }
+        match host {
+            Some(want) => sets
+                .iter()
+                .find(|(_, h)| h.as_ref().is_some_and(|h| h.answers_to(want)))
+                .map(|(s, _)| s.clone())
+                .ok_or_else(|| {
+                    let names: Vec<&str> = hosts.iter().map(|h| h.hostname.as_str()).collect();
+                    Error::InvalidBackup(format!(
+                        "{root}: no backup of device {device} from host {want} (hosts: {})",
+                        if names.is_empty() {
+                            "none recorded".to_string()
+                        } else {
+                            names.join(", ")
+                        }
+                    ))
+                }),
+            None if hosts.len() > 1 => {
+                let names: Vec<String> = hosts
+                    .iter()
+                    .map(|h| match &h.machine_id {
+                        Some(id)
+                            if hosts.iter().filter(|k| k.hostname == h.hostname).count() > 1 =>
+                        {
+                            format!("{} (machine id {id})", h.hostname)
+                        }
+                        _ => h.hostname.clone(),
+                    })
+                    .collect();
+                Err(Error::Invalid(format!(
+                    "{root} holds backups of device {device} from several hosts: {}; choose \
+                     one with --host NAME",
+                    names.join(", ")
+                )))
+            }
+            None => Ok(sets[0].0.clone()),
+        }
+    }
+
     /// The newest set (up to `upto`, if given) holding a backup of `device`.
     pub fn latest_with(&self, device: &str, upto: Option<&str>) -> Result<Option<String>> {
         Ok(self
@@ -948,12 +1092,14 @@ mod tests {
             full_reason: None,
             created_unix: 0,
             snapshot_id: Uuid::nil(),
+            host: None,
             device: DeviceRecord {
                 name: "d".into(),
                 path: "/dev/d".into(),
                 major: 1,
                 minor: 1,
                 capacity: u64::from(n) * 512,
+                stable_id: None,
             },
             cbt: CbtRecord {
                 block_size: 512,

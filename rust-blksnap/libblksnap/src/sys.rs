@@ -187,6 +187,7 @@ impl Device {
                 name: kernel_name(major, minor, path),
                 major,
                 minor,
+                stable_id: crate::identity::stable_id(major, minor),
             },
         })
     }
@@ -449,5 +450,21 @@ impl Blksnap for Kernel {
         let file =
             File::open(&path).map_err(|e| Error::io(format!("open {}", path.display()), e))?;
         Ok(Box::new(file))
+    }
+
+    /// The block devices whose sysfs `filter` attribute names blksnap.
+    fn tracked_devices(&self) -> Result<Vec<PathBuf>> {
+        let mut out = Vec::new();
+        let Ok(rd) = std::fs::read_dir("/sys/class/block") else {
+            return Ok(out);
+        };
+        for e in rd.flatten() {
+            let filter = std::fs::read_to_string(e.path().join("filter")).unwrap_or_default();
+            if filter.trim() == FILTER_NAME {
+                out.push(Path::new("/dev").join(e.file_name()));
+            }
+        }
+        out.sort();
+        Ok(out)
     }
 }

@@ -75,6 +75,91 @@ pub fn remove_tree(path: &Path) {
     let _ = fs::remove_dir_all(path);
 }
 
+/// Seconds since the epoch.
+pub fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The path of a device given as a path or as a kernel name: a word
+/// without a slash (`vdb`, `sda1`) is the node of that name under `/dev`.
+pub fn device_path(word: &Path) -> std::path::PathBuf {
+    let bytes = word.as_os_str().as_encoded_bytes();
+    if !bytes.is_empty()
+        && !bytes.contains(&b'/')
+        && word != Path::new(".")
+        && word != Path::new("..")
+    {
+        Path::new("/dev").join(word)
+    } else {
+        word.to_path_buf()
+    }
+}
+
+/// The kernel name of a device given as a kernel name or as a path: a
+/// block device's name from sysfs (`/dev/mapper/vg-lv` is `dm-0`), else
+/// the last part of the path (`/dev/vdb` on a machine without it is `vdb`).
+pub fn device_name(word: &str) -> String {
+    if !word.contains('/') {
+        return word.to_string();
+    }
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    if let Ok(m) = fs::metadata(word) {
+        if m.file_type().is_block_device() {
+            let (major, minor) = (
+                nix::sys::stat::major(m.rdev()),
+                nix::sys::stat::minor(m.rdev()),
+            );
+            if let Some(n) = fs::read_link(format!("/sys/dev/block/{major}:{minor}"))
+                .ok()
+                .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            {
+                return n;
+            }
+        }
+    }
+    Path::new(word)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| word.to_string())
+}
+
+/// The device (major, minor) whose file system holds `path`, or would hold
+/// it (the nearest existing ancestor is looked at).
+pub fn fs_device(path: &Path) -> Option<(u32, u32)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut p = Some(path);
+    while let Some(here) = p {
+        let probe = if here.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            here
+        };
+        if let Ok(m) = fs::metadata(probe) {
+            let d = m.dev();
+            return Some((
+                nix::sys::stat::major(d) as u32,
+                nix::sys::stat::minor(d) as u32,
+            ));
+        }
+        p = here.parent();
+    }
+    None
+}
+
+/// The whole disk a partition `major:minor` belongs to, from sysfs.
+pub fn whole_disk_of(major: u32, minor: u32) -> Option<(u32, u32)> {
+    let base = std::path::PathBuf::from(format!("/sys/dev/block/{major}:{minor}"));
+    if !base.join("partition").exists() {
+        return None;
+    }
+    let text = fs::read_to_string(base.join("../dev")).ok()?;
+    let (a, b) = text.trim().split_once(':')?;
+    Some((a.parse().ok()?, b.parse().ok()?))
+}
+
 /// Parses a size such as `4096`, `512K`, `100M`, `2G`, `1T` (powers of 1024;
 /// an optional `B`, `iB` or `KiB`-style suffix is accepted).
 pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
@@ -98,7 +183,16 @@ pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_size;
+    use super::*;
+
+    #[test]
+    fn devices_are_named_by_path_or_kernel_name() {
+        assert_eq!(device_path(Path::new("vdb")), Path::new("/dev/vdb"));
+        assert_eq!(device_path(Path::new("/dev/vdb")), Path::new("/dev/vdb"));
+        assert_eq!(device_path(Path::new("./img")), Path::new("./img"));
+        assert_eq!(device_name("vdb"), "vdb");
+        assert_eq!(device_name("/dev/no-such-disk-here"), "no-such-disk-here");
+    }
 
     #[test]
     fn sizes() {

@@ -57,6 +57,8 @@ impl Fixture {
             diff_storage: self.storage.as_fd(),
             diff_storage_limit_sectors: 1 << 20,
             interrupt: &self.stop,
+            host: None,
+            state: None,
         };
         backup::backup(&self.kernel, &req, &NoProgress)
     }

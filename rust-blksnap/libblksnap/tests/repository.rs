@@ -42,6 +42,8 @@ impl Repo {
             diff_storage: self.storage.as_fd(),
             diff_storage_limit_sectors: 1 << 20,
             interrupt: &self.stop,
+            host: None,
+            state: None,
         };
         backup::backup(k, &req, progress)
     }
@@ -213,6 +215,8 @@ fn a_device_path_that_is_not_utf8_backs_up() {
         diff_storage: repo.storage.as_fd(),
         diff_storage_limit_sectors: 1 << 20,
         interrupt: &repo.stop,
+        host: None,
+        state: None,
     };
     backup::backup(&k, &req, &NoProgress).unwrap();
     assert_eq!(repo.restore("odd").unwrap(), k.contents(&path));
