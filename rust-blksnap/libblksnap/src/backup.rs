@@ -389,7 +389,7 @@ pub fn backup<K: Blksnap>(
                     "snapshotadd on {}: {}: {}",
                     ident.path.display(),
                     errno_text(nix::errno::Errno::EBUSY),
-                    crate::state::busy_message(req.state, &ident.path, &ident.name)
+                    crate::state::busy_message(req.state, &id, &ident.path, &ident.name)
                 )));
             }
             return Err(e);

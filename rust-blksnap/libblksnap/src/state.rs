@@ -307,8 +307,13 @@ pub fn destroy_stale<K: Blksnap>(kernel: &K, state: &StateDir) -> Result<Vec<Sta
 
 /// The message for a device that cannot be added to a new snapshot
 /// because it is in another one (EBUSY): who holds it and what to do.
-pub fn busy_message(state: Option<&StateDir>, path: &Path, name: &str) -> String {
-    let holder = state.and_then(|s| s.all().into_iter().find(|r| r.holds(path, name)));
+/// `new` is the snapshot the device was to be added to (not a holder).
+pub fn busy_message(state: Option<&StateDir>, new: &Uuid, path: &Path, name: &str) -> String {
+    let holder = state.and_then(|s| {
+        s.all()
+            .into_iter()
+            .find(|r| r.id != *new && r.holds(path, name))
+    });
     let shown = path.display();
     match holder {
         Some(r) if !r.owner_alive() => format!(
