@@ -39,7 +39,9 @@ cleanup() {
 trap cleanup EXIT
 REPO=$WORK/repo
 mkdir "$WORK/diff"
-STORAGE=(--storage "$WORK/diff" --limit 256M)
+# The guest has no disk to spare: the difference storage is on the tmpfs,
+# which the tool takes only when told (--allow-tmpfs).
+STORAGE=(--storage "$WORK/diff" --allow-tmpfs --limit 256M)
 
 step "version and attach"
 bs version

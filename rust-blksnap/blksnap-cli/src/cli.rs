@@ -74,6 +74,16 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub json: bool,
 
+    /// Say more on standard error: -v also what is done step by step, -vv
+    /// everything.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+
+    /// Say less on standard error: -q no notes, only warnings and the
+    /// error; -qq only the error.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub quiet: u8,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -156,11 +166,29 @@ Examples:
     List(ListArgs),
     /// Explain the exit status codes.
     ExitCodes,
+    /// Write the manual pages or shell completions (for packaging).
+    #[command(hide = true, subcommand)]
+    Generate(GenerateCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum GenerateCommand {
+    /// Manual pages blksnap(8), blksnap-COMMAND(8) into DIR.
+    Man {
+        /// Directory to write to (created if needed).
+        dir: PathBuf,
+    },
+    /// The completion script for SHELL into DIR.
+    Completions {
+        shell: clap_complete::Shell,
+        /// Directory to write to (created if needed).
+        dir: PathBuf,
+    },
 }
 
 #[derive(Args, Debug)]
 pub struct DeviceArg {
-    /// Block device, e.g. /dev/vdb.
+    /// Block device, e.g. /dev/vdb (or its kernel name, vdb).
     pub device: PathBuf,
 }
 
@@ -197,23 +225,43 @@ pub struct MarkDirtyArgs {
 pub enum SnapshotCommand {
     /// Create an empty snapshot and print its id.
     #[command(after_help = "\
-STORAGE is where the snapshot keeps overwritten data:
+STORAGE is where the snapshot keeps overwritten data (default /var/tmp):
   a directory     an unnamed O_TMPFILE file there, freed with the snapshot
+                  (tmpfs such as /dev/shm only with --allow-tmpfs)
   a block device  used whole (it cannot be part of the snapshot)
   a new file      created (must not exist); remove it after the snapshot
 
 Examples:
-  blksnap snapshot create --storage /dev/shm --limit 1G
-  blksnap snapshot create --storage /dev/vdz /dev/vdb /dev/vdc")]
+  blksnap snapshot create --limit 1G                  storage in /var/tmp
+  blksnap snapshot create --storage /dev/vdz /dev/vdb /dev/vdc
+
+The snapshot is recorded in /run/blksnap as owned by the session that ran this
+command (the leader of its session: a login shell, a cron job, a service): once
+that is gone, `blksnap snapshot destroy --stale` destroys it.")]
     Create(CreateArgs),
     /// Add a device to a created snapshot.
     #[command(after_help = "Example:\n  blksnap snapshot add --id 0f1e... /dev/vdb")]
     Add(IdDeviceArgs),
     /// Take a snapshot: image devices /dev/blksnap-image_MAJ:MIN appear.
     Take(IdArg),
-    /// Destroy a snapshot and its images.
-    Destroy(IdArg),
-    /// List existing snapshots.
+    /// Destroy a snapshot and its images, or (--stale) those left by killed blksnap runs.
+    #[command(after_help = "\
+blksnap records each snapshot it creates in /run/blksnap/ID.json with the pid of
+its owner: the running `blksnap backup`, or for `snapshot create` the leader of
+the session that ran it (a login shell, a cron job, a service). --stale destroys the recorded snapshots whose owner
+is gone and removes records of snapshots that no longer exist; snapshots that
+blksnap did not create are never touched.
+
+Examples:
+  blksnap snapshot destroy --id 0f1e...
+  blksnap snapshot destroy --stale")]
+    Destroy(DestroyArgs),
+    /// List existing snapshots, with their owners and devices.
+    #[command(after_help = "\
+Output: each snapshot id on a line of its own, then indented lines with its owner
+(for snapshots blksnap made) and its devices with their images. The kernel tells
+the image of each tracked device but not which snapshot it belongs to: the devices
+of a snapshot that blksnap did not make are shown when it is the only such one.")]
     Collect,
     /// Show the snapshot state of a device (image name, error).
     Info(DeviceArg),
@@ -226,8 +274,13 @@ Examples:
 #[derive(Args, Debug)]
 pub struct StorageArgs {
     /// Difference storage: directory (O_TMPFILE), block device, or new file.
-    #[arg(long, value_name = "PATH", default_value = "/dev/shm")]
+    /// The default is on disk; tmpfs (e.g. /dev/shm) needs --allow-tmpfs.
+    #[arg(long, value_name = "PATH", default_value = libblksnap::storage::DEFAULT_STORAGE)]
     pub storage: PathBuf,
+    /// Allow a difference storage on tmpfs or ramfs (in memory: a snapshot
+    /// left behind by a killed run holds that memory until destroyed).
+    #[arg(long)]
+    pub allow_tmpfs: bool,
     /// Largest size of the difference storage (K, M, G, T suffixes).
     #[arg(long, value_name = "SIZE", default_value = "1G", value_parser = parse_size)]
     pub limit: u64,
@@ -246,6 +299,16 @@ pub struct IdArg {
     /// Snapshot id (UUID).
     #[arg(long)]
     pub id: Uuid,
+}
+
+#[derive(Args, Debug)]
+pub struct DestroyArgs {
+    /// Snapshot id (UUID).
+    #[arg(long, required_unless_present = "stale", conflicts_with = "stale")]
+    pub id: Option<Uuid>,
+    /// Destroy the snapshots blksnap made whose owning process is gone.
+    #[arg(long)]
+    pub stale: bool,
 }
 
 #[derive(Args, Debug)]
@@ -280,7 +343,7 @@ pub struct BackupArgs {
     pub incremental: bool,
     #[command(flatten)]
     pub storage: StorageArgs,
-    /// Block devices to back up together.
+    /// Block devices to back up together: paths, or kernel names (vdb is /dev/vdb).
     #[arg(required = true)]
     pub devices: Vec<PathBuf>,
 }
@@ -290,9 +353,13 @@ pub struct RestoreArgs {
     /// Backup repository directory.
     #[arg(long, value_name = "DIR")]
     pub repo: PathBuf,
-    /// Device name as recorded in the backup (e.g. vdb).
+    /// Device: its kernel name as recorded in the backup (vdb), or its path (/dev/vdb).
     #[arg(long, value_name = "NAME")]
     pub device: String,
+    /// The host whose backup to restore (host name or machine id); needed
+    /// when the repository holds backups of the device from several hosts.
+    #[arg(long, value_name = "HOST")]
+    pub host: Option<String>,
     /// Restore the state of this set (default: the newest).
     #[arg(long)]
     pub set: Option<String>,
@@ -308,9 +375,13 @@ pub struct VerifyArgs {
     /// Backup repository directory.
     #[arg(long, value_name = "DIR")]
     pub repo: PathBuf,
-    /// Device name as recorded in the backup (e.g. vdb).
+    /// Device: its kernel name as recorded in the backup (vdb), or its path (/dev/vdb).
     #[arg(long, value_name = "NAME")]
     pub device: String,
+    /// The host whose backup to check (host name or machine id); needed
+    /// when the repository holds backups of the device from several hosts.
+    #[arg(long, value_name = "HOST")]
+    pub host: Option<String>,
     /// Check the state of this set (default: the newest).
     #[arg(long)]
     pub set: Option<String>,
@@ -323,9 +394,12 @@ pub struct ListArgs {
     /// Backup repository directory.
     #[arg(long, value_name = "DIR")]
     pub repo: PathBuf,
-    /// Only the backups of this device (kernel name, e.g. vdb).
+    /// Only the backups of this device (kernel name vdb, or path /dev/vdb).
     #[arg(long, value_name = "NAME")]
     pub device: Option<String>,
+    /// Only the backups made on this host (host name or machine id).
+    #[arg(long, value_name = "HOST")]
+    pub host: Option<String>,
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {

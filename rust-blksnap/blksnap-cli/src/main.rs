@@ -3,10 +3,10 @@
 mod cli;
 
 use std::cell::RefCell;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{IsTerminal, Write};
 use std::os::fd::AsFd;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,10 +19,12 @@ use serde_json::json;
 
 use libblksnap::api::{Blksnap, SectorRange, TrackedDevice, WaitOutcome, SECTOR_SIZE};
 use libblksnap::backup::{self, Mode, Progress};
+use libblksnap::state::{self, StateDir, DEFAULT_STATE_DIR};
 use libblksnap::sys::Kernel;
+use libblksnap::util::{device_name, device_path};
 use libblksnap::Error;
 
-use cli::{Cli, Command, SnapshotCommand};
+use cli::{Cli, Command, GenerateCommand, SnapshotCommand};
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
@@ -90,6 +92,7 @@ fn main() -> ExitCode {
         )
     };
     let cli = Cli::parse();
+    init_logging(cli.verbose, cli.quiet);
     let _ = ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::SeqCst));
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -109,6 +112,77 @@ fn main() -> ExitCode {
             ExitCode::from(code)
         }
     }
+}
+
+/// Messages on standard error through the `log` crate: notes (info) by
+/// default, `-v` adds debug, `-vv` trace, `-q` keeps warnings only, `-qq`
+/// errors only. Lines read `blksnap: note: ...`, `blksnap: warning: ...`.
+fn init_logging(verbose: u8, quiet: u8) {
+    use log::{Level, LevelFilter};
+    let level = match (verbose, quiet) {
+        (0, 0) => LevelFilter::Info,
+        (1, _) => LevelFilter::Debug,
+        (v, _) if v > 1 => LevelFilter::Trace,
+        (_, 1) => LevelFilter::Warn,
+        _ => LevelFilter::Error,
+    };
+    env_logger::Builder::new()
+        .filter_level(LevelFilter::Off)
+        .filter_module("blksnap", level)
+        .filter_module("libblksnap", level)
+        .format(|buf, record| {
+            let label = match record.level() {
+                Level::Error => "error",
+                Level::Warn => "warning",
+                Level::Info => "note",
+                Level::Debug => "debug",
+                Level::Trace => "trace",
+            };
+            writeln!(buf, "blksnap: {label}: {}", record.args())
+        })
+        .target(env_logger::Target::Stderr)
+        .init();
+}
+
+/// Writes the manual pages (section 8) of the command and its
+/// subcommands, or a completion script, into `dir`.
+fn generate(what: &GenerateCommand, j: bool) -> anyhow::Result<()> {
+    use clap::CommandFactory;
+    let dir = match what {
+        GenerateCommand::Man { dir } | GenerateCommand::Completions { dir, .. } => dir,
+    };
+    std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    let mut written = Vec::new();
+    match what {
+        GenerateCommand::Man { .. } => {
+            fn pages(
+                cmd: clap::Command,
+                dir: &Path,
+                out: &mut Vec<std::path::PathBuf>,
+            ) -> std::io::Result<()> {
+                for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+                    pages(sub.clone(), dir, out)?;
+                }
+                out.push(clap_mangen::Man::new(cmd).section("8").generate_to(dir)?);
+                Ok(())
+            }
+            let mut cmd = cli::Cli::command().disable_help_subcommand(true);
+            cmd.build();
+            pages(cmd, dir, &mut written)
+                .with_context(|| format!("write manual pages to {}", dir.display()))?;
+        }
+        GenerateCommand::Completions { shell, .. } => {
+            let mut cmd = cli::Cli::command();
+            written.push(
+                clap_complete::generate_to(*shell, &mut cmd, "blksnap", dir)
+                    .with_context(|| format!("write completions to {}", dir.display()))?,
+            );
+        }
+    }
+    written.sort();
+    let names: Vec<String> = written.iter().map(|p| lossy(p)).collect();
+    emit(j, json!({ "written": names }), || names.join("\n"));
+    Ok(())
 }
 
 /// The error and its causes on one line, each said once (a cause whose
@@ -188,44 +262,16 @@ impl Progress for Bars {
         }
     }
     fn note(&self, msg: &str) {
-        eprintln!("blksnap: note: {msg}");
+        log::info!("{msg}");
     }
 }
 
-/// Opens the difference storage as the kernel wants it.
-fn open_storage(path: &Path) -> anyhow::Result<File> {
-    let meta = std::fs::metadata(path);
-    let mut opts = OpenOptions::new();
-    opts.read(true).write(true);
-    let what = match &meta {
-        Ok(m) if m.is_dir() => {
-            opts.custom_flags(nix::libc::O_TMPFILE | nix::libc::O_EXCL);
-            "an unnamed temporary file in"
-        }
-        Ok(m) if m.file_type().is_block_device() => {
-            opts.custom_flags(nix::libc::O_EXCL);
-            "block device"
-        }
-        Ok(_) => bail!(
-            "difference storage {} exists; give a directory, a block device or a new file name",
-            path.display()
-        ),
-        Err(_) => {
-            opts.create_new(true);
-            "new file"
-        }
-    };
-    opts.open(path).map_err(|e| {
-        let kind = if e.kind() == std::io::ErrorKind::PermissionDenied {
-            Error::PermissionDenied(path.to_path_buf())
-        } else {
-            Error::io(
-                format!("open difference storage ({what} {})", path.display()),
-                e,
-            )
-        };
-        anyhow::Error::new(kind)
-    })
+/// Opens the difference storage (see `libblksnap::storage`).
+fn open_storage(a: &cli::StorageArgs) -> anyhow::Result<File> {
+    Ok(libblksnap::storage::open_storage(
+        &a.storage,
+        a.allow_tmpfs,
+    )?)
 }
 
 fn run(cli: &Cli) -> anyhow::Result<()> {
@@ -240,6 +286,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
                 .collect::<Vec<_>>() }),
             cli::exit_codes_text,
         ),
+        Command::Generate(what) => generate(what, j)?,
         Command::Version => {
             let v = kernel.version()?;
             emit(
@@ -249,7 +296,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             );
         }
         Command::Attach(a) => {
-            let dev = kernel.open_device(&a.device)?;
+            let dev = kernel.open_device(&device_path(&a.device))?;
             let outcome = dev.attach()?;
             emit(
                 j,
@@ -262,7 +309,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             );
         }
         Command::Detach(a) => {
-            kernel.open_device(&a.device)?.detach()?;
+            kernel.open_device(&device_path(&a.device))?.detach()?;
             emit(
                 j,
                 json!({ "device": lossy(&a.device), "result": "detached" }),
@@ -270,7 +317,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             );
         }
         Command::Cbtinfo(a) => {
-            let info = kernel.open_device(&a.device)?.cbt_info()?;
+            let info = kernel.open_device(&device_path(&a.device))?.cbt_info()?;
             emit(j, json!(info), || {
                 format!(
                     "device_capacity: {}\nblock_size: {}\nblock_count: {}\ngeneration_id: {}\nchanges_number: {}",
@@ -279,7 +326,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             });
         }
         Command::Readcbtmap(a) => {
-            let dev = kernel.open_device(&a.device)?;
+            let dev = kernel.open_device(&device_path(&a.device))?;
             let info = dev.cbt_info()?;
             let map = dev.cbt_map(&info)?;
             if let Some(out) = &a.output {
@@ -323,10 +370,10 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             );
         }
         Command::Markdirtyblock(a) => {
-            let dev = kernel.open_device(&a.device)?;
+            let dev = kernel.open_device(&device_path(&a.device))?;
             let ranges: Vec<SectorRange> = if let Some(file) = &a.file {
                 let ext = libblksnap::fiemap::file_extents(file)?;
-                let rdev = std::fs::metadata(&a.device)
+                let rdev = std::fs::metadata(device_path(&a.device))
                     .with_context(|| format!("stat {}", a.device.display()))?
                     .rdev();
                 if ext.dev != rdev {
@@ -364,7 +411,8 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         }
         Command::Snapshot(s) => snapshot(&kernel, s, j)?,
         Command::Backup(a) => {
-            let storage = open_storage(&a.storage.storage)?;
+            let storage = open_storage(&a.storage)?;
+            let state_dir = StateDir::new(DEFAULT_STATE_DIR);
             let mode = if a.full {
                 Mode::Full
             } else if a.incremental {
@@ -373,14 +421,14 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
                 Mode::Auto
             };
             let req = backup::BackupRequest {
-                devices: a.devices.clone(),
+                devices: a.devices.iter().map(|d| device_path(d)).collect(),
                 repository: a.repo.clone(),
                 mode,
                 diff_storage: storage.as_fd(),
                 diff_storage_limit_sectors: a.storage.limit / SECTOR_SIZE,
                 interrupt: &INTERRUPTED,
                 host: None,
-                state: None,
+                state: Some(&state_dir),
             };
             let report = backup::backup(&kernel, &req, &Bars::new(j))?;
             emit(j, json!(report), || {
@@ -404,10 +452,15 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             });
         }
         Command::Restore(a) => {
-            let r = backup::restore(
+            let name = device_name(&a.device);
+            let choice = backup::Choice {
+                device: &name,
+                host: a.host.as_deref(),
+                set: a.set.as_deref(),
+            };
+            let r = backup::restore_from(
                 &a.repo,
-                &a.device,
-                a.set.as_deref(),
+                &choice,
                 &a.target,
                 a.force,
                 &INTERRUPTED,
@@ -424,10 +477,15 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             });
         }
         Command::Verify(a) => {
-            let r = backup::verify(
+            let name = device_name(&a.device);
+            let choice = backup::Choice {
+                device: &name,
+                host: a.host.as_deref(),
+                set: a.set.as_deref(),
+            };
+            let r = backup::verify_from(
                 &a.repo,
-                &a.device,
-                a.set.as_deref(),
+                &choice,
                 a.target.as_deref(),
                 &INTERRUPTED,
                 &Bars::new(j),
@@ -481,8 +539,33 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
             }
         }
         Command::List(a) => {
-            let l = backup::list(&a.repo, a.device.as_deref())?;
+            let name = a.device.as_deref().map(device_name);
+            let l = backup::list_of(&a.repo, name.as_deref(), a.host.as_deref())?;
             emit(j, json!(l), || list_text(&l));
+            // A damaged backup is the same cause, and status, as for
+            // restore and verify; the listing is complete all the same.
+            let damaged: Vec<String> = l
+                .sets
+                .iter()
+                .flat_map(|s| {
+                    s.devices
+                        .iter()
+                        .filter(|d| d.error.is_some())
+                        .map(move |d| format!("set {} of {}", s.set, d.device))
+                })
+                .collect();
+            if !damaged.is_empty() {
+                return Err(Error::InvalidBackup(format!(
+                    "{} cannot be used: {}",
+                    if damaged.len() == 1 {
+                        "a backup"
+                    } else {
+                        "backups"
+                    },
+                    damaged.join(", ")
+                ))
+                .into());
+            }
         }
     }
     Ok(())
@@ -493,6 +576,7 @@ fn list_text(l: &backup::Listing) -> String {
     let mut rows = vec![[
         "SET".to_string(),
         "DEVICE".into(),
+        "HOST".into(),
         "KIND".into(),
         "PARENT".into(),
         "CAPACITY".into(),
@@ -510,6 +594,7 @@ fn list_text(l: &backup::Listing) -> String {
             rows.push([
                 s.set.clone(),
                 d.device.clone(),
+                d.host.clone().unwrap_or_else(|| "-".into()),
                 match (d.kind, &d.error) {
                     (_, Some(_)) => "damaged".into(),
                     (Some(libblksnap::manifest::BackupKind::Full), _) => "full".into(),
@@ -573,12 +658,38 @@ fn snapshot(kernel: &Kernel, cmd: &SnapshotCommand, j: bool) -> anyhow::Result<(
                 .iter()
                 .map(|p| kernel.open_device(p))
                 .collect::<Result<Vec<_>, _>>()?;
-            let storage = open_storage(&a.storage.storage)?;
+            let storage = open_storage(&a.storage)?;
             let id = kernel.snapshot_create(storage.as_fd(), a.storage.limit / SECTOR_SIZE)?;
             drop(storage);
+            let state_dir = StateDir::new(DEFAULT_STATE_DIR);
+            // The snapshot outlives this command: its owner is the leader
+            // of the session that ran it (the login shell, the cron job,
+            // the service), which subshells and pipelines do not change.
+            let owner = nix::unistd::getsid(None)
+                .unwrap_or_else(|_| nix::unistd::getppid())
+                .as_raw() as u32;
+            let recorded = devices
+                .iter()
+                .map(|d| state::RecordedDevice {
+                    path: lossy(&d.identity().path),
+                    name: d.identity().name.clone(),
+                })
+                .collect();
+            let rec = state::SnapshotRecord::new(id, owner, "snapshot create", recorded);
+            if let Err(e) = state_dir.record(&rec) {
+                log::warn!("snapshot {id} is not recorded ({e}); `snapshot destroy --stale` will not know it");
+            }
             for d in &devices {
                 if let Err(e) = d.snapshot_add(&id) {
                     let _ = kernel.snapshot_destroy(&id);
+                    state_dir.forget(&id);
+                    if e.errno() == Some(nix::errno::Errno::EBUSY) {
+                        let ident = d.identity();
+                        bail!(
+                            "{e}: {}",
+                            state::busy_message(Some(&state_dir), &id, &ident.path, &ident.name)
+                        );
+                    }
                     return Err(e.into());
                 }
             }
@@ -586,7 +697,9 @@ fn snapshot(kernel: &Kernel, cmd: &SnapshotCommand, j: bool) -> anyhow::Result<(
             emit(j, json!({ "id": id, "devices": names }), || id.to_string());
         }
         SnapshotCommand::Add(a) => {
-            kernel.open_device(&a.device)?.snapshot_add(&a.id)?;
+            kernel
+                .open_device(&device_path(&a.device))?
+                .snapshot_add(&a.id)?;
             emit(
                 j,
                 json!({ "id": a.id, "device": lossy(&a.device) }),
@@ -598,20 +711,69 @@ fn snapshot(kernel: &Kernel, cmd: &SnapshotCommand, j: bool) -> anyhow::Result<(
             emit(j, json!({ "id": a.id, "result": "taken" }), String::new);
         }
         SnapshotCommand::Destroy(a) => {
-            kernel.snapshot_destroy(&a.id)?;
-            emit(j, json!({ "id": a.id, "result": "destroyed" }), String::new);
+            let state_dir = StateDir::new(DEFAULT_STATE_DIR);
+            match a.id {
+                Some(id) => {
+                    kernel.snapshot_destroy(&id)?;
+                    state_dir.forget(&id);
+                    emit(j, json!({ "id": id, "result": "destroyed" }), String::new);
+                }
+                None => {
+                    let done = state::destroy_stale(kernel, &state_dir)?;
+                    emit(j, json!({ "stale": done }), || {
+                        done.iter()
+                            .filter(|o| o.result != "owner-running")
+                            .map(|o| match &o.error {
+                                Some(e) => format!("{} ({}): failed: {e}", o.id, o.owner),
+                                None => format!("{} ({}): {}", o.id, o.owner, o.result),
+                            })
+                            .collect::<Vec<_>>()
+                            .join("\n")
+                    });
+                    if let Some(e) = done.iter().find_map(|o| o.error.as_ref()) {
+                        bail!("a stale snapshot could not be destroyed: {e}");
+                    }
+                }
+            }
         }
         SnapshotCommand::Collect => {
-            let ids = kernel.snapshot_collect()?;
-            emit(j, json!({ "snapshots": ids }), || {
-                ids.iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            });
+            let (snaps, unattributed) = state::collect(kernel, &StateDir::new(DEFAULT_STATE_DIR))?;
+            emit(
+                j,
+                json!({ "snapshots": snaps, "unattributed_devices": unattributed }),
+                || {
+                    let mut lines = Vec::new();
+                    for s in &snaps {
+                        lines.push(s.id.to_string());
+                        if let (Some(o), Some(alive)) = (&s.owner, s.owner_alive) {
+                            lines.push(format!(
+                                "  owner: {o}{}",
+                                if alive {
+                                    ""
+                                } else {
+                                    ", gone (stale: `blksnap snapshot destroy --stale`)"
+                                }
+                            ));
+                        }
+                        for d in &s.devices {
+                            lines.push(format!("  device: {}{}", d.device, device_state(d)));
+                        }
+                    }
+                    for d in &unattributed {
+                        lines.push(format!(
+                            "device in one of the snapshots above: {}{}",
+                            d.device,
+                            device_state(d)
+                        ));
+                    }
+                    lines.join("\n")
+                },
+            );
         }
         SnapshotCommand::Info(a) => {
-            let info = kernel.open_device(&a.device)?.snapshot_info()?;
+            let info = kernel
+                .open_device(&device_path(&a.device))?
+                .snapshot_info()?;
             emit(
                 j,
                 json!({ "error_code": info.error_code, "image": info.image, "image_path": info.image_path() }),
@@ -652,6 +814,21 @@ fn snapshot(kernel: &Kernel, cmd: &SnapshotCommand, j: bool) -> anyhow::Result<(
         },
     }
     Ok(())
+}
+
+/// ", image /dev/blksnap-image_252:16" and the error of a snapshot's device.
+fn device_state(d: &state::SnapshotDevice) -> String {
+    let mut s = String::new();
+    if !d.image.is_empty() {
+        s.push_str(&format!(", image /dev/{}", d.image));
+    }
+    if d.error_code != 0 {
+        s.push_str(&format!(
+            ", corrupted: {}",
+            libblksnap::util::errno_text(nix::errno::Errno::from_raw(-d.error_code))
+        ));
+    }
+    s
 }
 
 fn print_outcome(j: bool, o: &WaitOutcome) {
