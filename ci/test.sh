@@ -41,7 +41,7 @@ stage series:checkpatch bash "$REPO/ci/series.sh"
 stage host:kunit-checker python3 "$REPO/kunit-tests/test_checker.py" -q
 
 PPC64LE_CI_TESTS=(identity-ppc64le cbt-devices cli-cbt-only cli-cbt snapshot-images snapshot-subpage
-	snapshot-drain)
+	snapshot-drain snapshot-image-cbt snapshot-zoned snapshot-nowait)
 
 # kernel_stages ARCH: build, KUnit and its warning check; fails if the
 # kernel could not be built (the stages that need it are left out).
@@ -65,7 +65,8 @@ vm_stages() {
 		# TCG emulating POWER9 is several times slower than x86_64:
 		# the run covers the CBT tests, the tool's CBT-only and backup
 		# tests, snapshots on every storage kind and the sub-page
-		# cases and the drain at the take; every test runs there on demand
+		# cases, the drain at the take, image writes in change tracking,
+		# zoned devices refused and NOWAIT writes; every test runs there on demand
 		# (bash ci/vm-tests.sh ppc64le).
 		stage "vm:$arch" bash "$REPO/ci/vm-tests.sh" "$arch" "${PPC64LE_CI_TESTS[@]}"
 	fi

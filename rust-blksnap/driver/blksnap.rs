@@ -116,11 +116,12 @@ impl kernel::InPlaceModule for Blksnap {
             module_parameters::diff_storage_minimum.value()
         );
         try_pin_init!(Self {
-            _registry: snapshot::init(
+            // The module wires the filter to the snapshots: the filter calls no module above it.
+            _registry: tracker::set_add_to_snapshot(snapshot::add).and_then(|()| snapshot::init(
                 chunk_params(),
                 storage_step(),
                 module_parameters::chunk_maximum_in_queue.value() as usize,
-            )?,
+            ))?,
             _control <- MiscDeviceRegistration::register(MiscDeviceOptions {
                 name: uapi::CONTROL_NAME,
             }),

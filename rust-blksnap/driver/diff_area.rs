@@ -31,7 +31,8 @@
 use crate::{
     blkio::{self, PageIo},
     chunk::{Buffer, Geometry, State},
-    snapshot::Shared,
+    diff_storage::Shared,
+    tracker::CopyOnWrite,
 };
 use core::ops::Range;
 use kernel::{
@@ -790,6 +791,32 @@ impl DiffArea {
     }
 }
 
+/// The copy-on-write of an area, as the filter of its device is handed it at the take.
+struct AreaCow(Arc<DiffArea>);
+
+impl CopyOnWrite for AreaCow {
+    fn cow(&self, bio: FilterBio<'_>) {
+        self.0.cow(bio)
+    }
+
+    fn detached(&self) {
+        self.0.fail(ENODEV)
+    }
+
+    fn error(&self) -> Option<Error> {
+        self.0.error()
+    }
+}
+
+impl DiffArea {
+    /// Returns the copy-on-write of the area for the filter of its device ([`Link::set_cow`]).
+    ///
+    /// [`Link::set_cow`]: crate::tracker::Link::set_cow
+    pub(crate) fn copy_on_write(self: &Arc<Self>) -> Result<Arc<dyn CopyOnWrite>> {
+        Ok(Arc::new(AreaCow(self.clone()), GFP_KERNEL)?)
+    }
+}
+
 impl WorkItem for DiffArea {
     type Pointer = Arc<DiffArea>;
 
@@ -1041,9 +1068,9 @@ mod tests {
             let file = KernelFile::from_file(File::new_shmem(c"blksnap-kunit", 0)?);
             let storage = DiffStorage::from_file(file, storage_chunks * CHUNK as u64, CHUNK as u64);
             let shared = match queues {
-                None => crate::snapshot::Shared::new(storage)?,
+                None => crate::snapshot::new_shared(storage)?,
                 Some((store, image)) => {
-                    crate::snapshot::Shared::with_queues(storage, store, image)?
+                    crate::snapshot::new_shared_with_queues(storage, store, image)?
                 }
             };
             let origin = BlockDeviceFile::open(disk.dev(), OpenMode::Read)?;
@@ -1060,6 +1087,16 @@ mod tests {
                 _disk: disk,
                 ram,
             })
+        }
+
+        /// Makes an image disk of the area, as a take does.
+        fn image(&self) -> Result<Arc<BioDisk<Image>>> {
+            let disk = Image::create(
+                self.area.clone(),
+                self.cbt.clone(),
+                self.area.shared.image_queue,
+            )?;
+            Ok(Arc::new(disk, GFP_KERNEL)?)
         }
 
         /// Fills chunk `index` of the origin with `byte`, behind the area's back.
@@ -1219,10 +1256,7 @@ mod tests {
 
     /// As [`read_image`], into a buffer whose data starts `at` bytes into a page.
     fn read_image_at(t: &Setup, sector: u64, len: usize, at: usize) -> Result<KVec<u8>> {
-        let disk = Arc::new(
-            Image::create(t.area.clone(), t.cbt.clone(), t.area.shared.image_queue)?,
-            GFP_KERNEL,
-        )?;
+        let disk = t.image()?;
         let done = Arc::pin_init(
             pin_init!(ImageDone {
                 result <- new_spinlock!(None),
@@ -1331,10 +1365,7 @@ mod tests {
         // The take of the snapshot: changes number 1 frozen, 2 active.
         let map = taken_map(&t)?;
         assert!(all(&map, 0));
-        let disk = Arc::new(
-            Image::create(t.area.clone(), t.cbt.clone(), t.area.shared.image_queue)?,
-            GFP_KERNEL,
-        )?;
+        let disk = t.image()?;
         write_image(&t, &disk, 5 * 8, 0x55, 10_000)?;
         assert!(all(&t.read(5)?, 0x55));
         assert!(all(&t.ram.data.lock()[5 * CHUNK..6 * CHUNK], 5));
@@ -1370,10 +1401,7 @@ mod tests {
         }
         let (store, image) = SINGLE.as_ref().ok_or(ENOMEM)?;
         let t = Setup::build("kunit_da_1wq", 4, 512, Some((store, image)))?;
-        let disk = Arc::new(
-            Image::create(t.area.clone(), t.cbt.clone(), t.area.shared.image_queue)?,
-            GFP_KERNEL,
-        )?;
+        let disk = t.image()?;
         write_image(&t, &disk, 3 * 8, 0x33, 10_000)?;
         assert!(all(&t.read(3)?, 0x33));
         assert_eq!(t.area.counts(), [15, 0, 0, 1, 0]);

@@ -24,8 +24,12 @@
 //! left, the caller is told once, so that user space can learn about it before the storage
 //! overflows.
 
-use crate::blkio;
-use crate::chunk::Buffer;
+use crate::{
+    blkio,
+    chunk::Buffer,
+    event::{Event, EventQueue},
+    uapi::{self, Uuid},
+};
 use kernel::{
     block::{
         bdev::{BlockDevice, BlockDeviceFile, DevT},
@@ -38,7 +42,14 @@ use kernel::{
     memalloc::NoIoScope,
     new_mutex,
     prelude::*,
-    sync::{Arc, Mutex},
+    random,
+    sync::{
+        atomic::{Acquire, Atomic, Full, Release},
+        Arc, Mutex,
+    },
+    time::{Instant, Monotonic},
+    transmute::AsBytes,
+    workqueue::OwnedQueue,
 };
 
 /// Where the data goes.
@@ -383,6 +394,143 @@ impl DiffStorage {
                 blkio::sync(set, store.clone(), Operation::Read, offset >> 9, buf, len)
             }
         }
+    }
+}
+
+/// What the difference areas of one snapshot share.
+#[pin_data]
+pub(crate) struct Shared {
+    pub(crate) id: Uuid,
+    #[pin]
+    pub(crate) storage: DiffStorage,
+    #[pin]
+    pub(crate) events: EventQueue,
+    pub(crate) bio_set: Arc<BioSet>,
+    /// Where the chunks read by copy-on-write are stored.
+    pub(crate) queue: &'static OwnedQueue,
+    /// Where the image disks serve their bios. Not `queue`: an image write waits for the store
+    /// of the chunk it preserves, and under memory pressure only the rescuer of a queue runs, one
+    /// work item after another: the store, queued behind the write, would never run.
+    pub(crate) image_queue: &'static OwnedQueue,
+    /// The bound of the chunks each area keeps in memory for copy-on-write
+    /// (`chunk_maximum_in_queue`).
+    pub(crate) chunk_limit: usize,
+    epoch: Instant<Monotonic>,
+    /// The client asked for the `no_space` event ([`Shared::want_events`]). A v6 client never
+    /// does, and sees only `corrupted` events, as v6 delivers.
+    no_space_wanted: Atomic<bool>,
+    /// The `no_space` event was queued (it is queued once).
+    no_space_sent: Atomic<bool>,
+}
+
+impl Shared {
+    /// Reports that the image of `dev` is corrupted by `err`.
+    pub(crate) fn corrupted(&self, dev: DevT, err: Error) {
+        let data = uapi::EventCorrupted {
+            dev_id_mj: dev.major(),
+            dev_id_mn: dev.minor(),
+            // Positive, as blksnap v6 reports it (`abs()` of the error): clients print it with
+            // `strerror()`.
+            err_code: err.to_errno().saturating_abs(),
+        };
+        self.events.push(Event::new(
+            &self.epoch,
+            uapi::EVENT_CODE_CORRUPTED,
+            data.as_bytes(),
+        ));
+    }
+
+    /// Hands out `bytes` bytes of the difference storage; reports when it gets low for good.
+    pub(crate) fn alloc_storage(&self, bytes: u64) -> Result<u64> {
+        let piece = self.storage.alloc(bytes)?;
+        if piece.low {
+            pr_warn!(
+                "snapshot {:?}: difference storage low on space for good ({} of {} sectors)\n",
+                Id(&self.id),
+                self.storage.used() >> 9,
+                self.storage.limit() >> 9
+            );
+            self.send_no_space();
+        }
+        Ok(piece.offset)
+    }
+
+    /// Queues the `no_space` event once, if the client asked for it and the storage is low on
+    /// space for good.
+    fn send_no_space(&self) {
+        if !self.no_space_wanted.load(Acquire) || !self.storage.space().reported {
+            return;
+        }
+        if self.no_space_sent.xchg(true, Full) {
+            return;
+        }
+        let data = uapi::EventNoSpace {
+            used_sect: self.storage.used() >> 9,
+            limit_sect: self.storage.limit() >> 9,
+        };
+        self.events.push(Event::new(
+            &self.epoch,
+            uapi::EVENT_CODE_NO_SPACE,
+            data.as_bytes(),
+        ));
+    }
+
+    /// Sets the event codes the client wants beyond `corrupted` (`IOCTL_BLKSNAP_SNAPSHOT_EVENTS`,
+    /// one bit per code). Fails with `EINVAL` for a code this driver does not know. A `no_space`
+    /// condition met before the call is reported then.
+    pub(crate) fn want_events(&self, mask: u64) -> Result {
+        if mask & !uapi::EVENT_MASK_KNOWN != 0 {
+            return Err(EINVAL);
+        }
+        self.no_space_wanted
+            .store(mask & (1 << uapi::EVENT_CODE_NO_SPACE) != 0, Release);
+        self.send_no_space();
+        Ok(())
+    }
+}
+
+impl Shared {
+    /// Makes what the areas of a new snapshot share, with the difference storage `storage`:
+    /// `bio_set` for their I/O, chunks stored on `queue`, image bios served on `image_queue`,
+    /// at most `chunk_limit` chunks of an area in memory, event times counted from `epoch`.
+    pub(crate) fn new(
+        storage: impl PinInit<DiffStorage, Error>,
+        bio_set: Arc<BioSet>,
+        queue: &'static OwnedQueue,
+        image_queue: &'static OwnedQueue,
+        chunk_limit: usize,
+        epoch: Instant<Monotonic>,
+    ) -> Result<Arc<Self>> {
+        Arc::pin_init(
+            try_pin_init!(Shared {
+                id: random::uuid_v4(),
+                storage <- storage,
+                events <- EventQueue::new(),
+                bio_set,
+                queue,
+                image_queue,
+                chunk_limit,
+                epoch,
+                no_space_wanted: Atomic::new(false),
+                no_space_sent: Atomic::new(false),
+            }),
+            GFP_KERNEL,
+        )
+    }
+}
+
+/// A snapshot id, printed as a UUID.
+pub(crate) struct Id<'a>(pub(crate) &'a Uuid);
+
+impl core::fmt::Debug for Id<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        for (i, b) in self.0.iter().enumerate() {
+            if matches!(i, 4 | 6 | 8 | 10) {
+                f.write_str("-")?;
+            }
+            write!(f, "{:02x}", b)?;
+        }
+        Ok(())
     }
 }
 

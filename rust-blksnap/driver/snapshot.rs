@@ -15,122 +15,25 @@
 use crate::{
     chunk,
     diff_area::DiffArea,
-    diff_storage::DiffStorage,
-    event::{Event, EventQueue},
+    diff_storage::{DiffStorage, Id, Shared},
+    event::Event,
     image::Image,
     tracker::Link,
-    uapi::{self, Uuid},
+    uapi::Uuid,
 };
 use kernel::{
     block::{
-        bdev::{BlockDeviceFile, DevT, FreezeGuard, OpenMode},
+        bdev::{BlockDeviceFile, FreezeGuard, OpenMode},
         bio::BioSet,
         bio_disk::BioDisk,
         filter,
     },
     new_mutex,
     prelude::*,
-    random,
-    sync::{
-        atomic::{Acquire, Atomic, Full, Release},
-        Arc, Mutex, SetOnce,
-    },
+    sync::{Arc, Mutex, SetOnce},
     time::{Instant, Monotonic},
-    transmute::AsBytes,
     workqueue::{OwnedQueue, QueueFlag},
 };
-
-/// What the difference areas of one snapshot share.
-#[pin_data]
-pub(crate) struct Shared {
-    pub(crate) id: Uuid,
-    #[pin]
-    pub(crate) storage: DiffStorage,
-    #[pin]
-    pub(crate) events: EventQueue,
-    pub(crate) bio_set: Arc<BioSet>,
-    /// Where the chunks read by copy-on-write are stored.
-    pub(crate) queue: &'static OwnedQueue,
-    /// Where the image disks serve their bios. Not `queue`: an image write waits for the store
-    /// of the chunk it preserves, and under memory pressure only the rescuer of a queue runs, one
-    /// work item after another: the store, queued behind the write, would never run.
-    pub(crate) image_queue: &'static OwnedQueue,
-    /// The bound of the chunks each area keeps in memory for copy-on-write
-    /// (`chunk_maximum_in_queue`).
-    pub(crate) chunk_limit: usize,
-    epoch: Instant<Monotonic>,
-    /// The client asked for the `no_space` event ([`Shared::want_events`]). A v6 client never
-    /// does, and sees only `corrupted` events, as v6 delivers.
-    no_space_wanted: Atomic<bool>,
-    /// The `no_space` event was queued (it is queued once).
-    no_space_sent: Atomic<bool>,
-}
-
-impl Shared {
-    /// Reports that the image of `dev` is corrupted by `err`.
-    pub(crate) fn corrupted(&self, dev: DevT, err: Error) {
-        let data = uapi::EventCorrupted {
-            dev_id_mj: dev.major(),
-            dev_id_mn: dev.minor(),
-            // Positive, as blksnap v6 reports it (`abs()` of the error): clients print it with
-            // `strerror()`.
-            err_code: err.to_errno().saturating_abs(),
-        };
-        self.events.push(Event::new(
-            &self.epoch,
-            uapi::EVENT_CODE_CORRUPTED,
-            data.as_bytes(),
-        ));
-    }
-
-    /// Hands out `bytes` bytes of the difference storage; reports when it gets low for good.
-    pub(crate) fn alloc_storage(&self, bytes: u64) -> Result<u64> {
-        let piece = self.storage.alloc(bytes)?;
-        if piece.low {
-            pr_warn!(
-                "snapshot {:?}: difference storage low on space for good ({} of {} sectors)\n",
-                Id(&self.id),
-                self.storage.used() >> 9,
-                self.storage.limit() >> 9
-            );
-            self.send_no_space();
-        }
-        Ok(piece.offset)
-    }
-
-    /// Queues the `no_space` event once, if the client asked for it and the storage is low on
-    /// space for good.
-    fn send_no_space(&self) {
-        if !self.no_space_wanted.load(Acquire) || !self.storage.space().reported {
-            return;
-        }
-        if self.no_space_sent.xchg(true, Full) {
-            return;
-        }
-        let data = uapi::EventNoSpace {
-            used_sect: self.storage.used() >> 9,
-            limit_sect: self.storage.limit() >> 9,
-        };
-        self.events.push(Event::new(
-            &self.epoch,
-            uapi::EVENT_CODE_NO_SPACE,
-            data.as_bytes(),
-        ));
-    }
-
-    /// Sets the event codes the client wants beyond `corrupted` (`IOCTL_BLKSNAP_SNAPSHOT_EVENTS`,
-    /// one bit per code). Fails with `EINVAL` for a code this driver does not know. A `no_space`
-    /// condition met before the call is reported then.
-    pub(crate) fn want_events(&self, mask: u64) -> Result {
-        if mask & !uapi::EVENT_MASK_KNOWN != 0 {
-            return Err(EINVAL);
-        }
-        self.no_space_wanted
-            .store(mask & (1 << uapi::EVENT_CODE_NO_SPACE) != 0, Release);
-        self.send_no_space();
-        Ok(())
-    }
-}
 
 /// A device of a snapshot.
 struct Member {
@@ -293,6 +196,10 @@ impl Snapshot {
         }
 
         let mut lost = KVec::from_elem(false, areas.len(), GFP_KERNEL)?;
+        let mut cows = KVec::with_capacity(areas.len(), GFP_KERNEL)?;
+        for area in areas.iter() {
+            cows.push(area.copy_on_write()?, GFP_KERNEL)?;
+        }
 
         // Freeze, switch, fence, drain, thaw.
         let start = Instant::<Monotonic>::now();
@@ -316,16 +223,12 @@ impl Snapshot {
         let held = Instant::<Monotonic>::now();
         // Each change map is switched with copy-on-write turned on in one step: a write is
         // copied exactly when it is counted after the take (`Cbt::mark`).
-        for (((link, area), cbt), lost) in links
-            .iter()
-            .zip(areas.iter())
-            .zip(prepared)
-            .zip(lost.iter_mut())
+        for (((link, cow), cbt), lost) in links.iter().zip(cows).zip(prepared).zip(lost.iter_mut())
         {
             // Fails if the device was detached since it joined: its image cannot follow its
             // writes. The area is marked corrupted once the file systems are thawed (it
             // allocates an event); its image does not exist before.
-            *lost = link.set_cow(area.clone()).is_err();
+            *lost = link.set_cow(cow).is_err();
             let _ = link.cbt().take(cbt, true);
         }
         filter::fence();
@@ -429,21 +332,6 @@ impl Snapshot {
 /// How long a take waits for the writes in flight on its devices ([`filter::Drain::wait`]).
 const DRAIN_TIMEOUT_MS: u32 = 5000;
 
-/// A snapshot id, printed as a UUID.
-struct Id<'a>(&'a Uuid);
-
-impl core::fmt::Debug for Id<'_> {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        for (i, b) in self.0.iter().enumerate() {
-            if matches!(i, 4 | 6 | 8 | 10) {
-                f.write_str("-")?;
-            }
-            write!(f, "{:02x}", b)?;
-        }
-        Ok(())
-    }
-}
-
 /// The snapshots that exist, and what they share.
 #[pin_data]
 pub(crate) struct Registry {
@@ -502,44 +390,35 @@ fn find(id: &Uuid) -> Result<Arc<Snapshot>> {
         .ok_or(ESRCH)
 }
 
-impl Shared {
-    /// Makes what the areas of a new snapshot share, with the difference storage `storage`.
-    pub(crate) fn new(storage: impl PinInit<DiffStorage, Error>) -> Result<Arc<Self>> {
-        let reg = registry()?;
-        Self::with_queues(storage, &reg.queue, &reg.image_queue)
-    }
+/// Makes what the areas of a new snapshot share, with the difference storage `storage`.
+pub(crate) fn new_shared(storage: impl PinInit<DiffStorage, Error>) -> Result<Arc<Shared>> {
+    let reg = registry()?;
+    new_shared_with_queues(storage, &reg.queue, &reg.image_queue)
+}
 
-    /// As [`Shared::new`], with the chunks stored on `queue` and the image bios served on
-    /// `image_queue`.
-    pub(crate) fn with_queues(
-        storage: impl PinInit<DiffStorage, Error>,
-        queue: &'static OwnedQueue,
-        image_queue: &'static OwnedQueue,
-    ) -> Result<Arc<Self>> {
-        let reg = registry()?;
-        Arc::pin_init(
-            try_pin_init!(Shared {
-                id: random::uuid_v4(),
-                storage <- storage,
-                events <- EventQueue::new(),
-                bio_set: reg.bio_set.clone(),
-                queue,
-                image_queue,
-                chunk_limit: reg.chunk_limit,
-                epoch: reg.epoch,
-                no_space_wanted: Atomic::new(false),
-                no_space_sent: Atomic::new(false),
-            }),
-            GFP_KERNEL,
-        )
-    }
+/// As [`new_shared`], with the chunks stored on `queue` and the image bios served on
+/// `image_queue`.
+pub(crate) fn new_shared_with_queues(
+    storage: impl PinInit<DiffStorage, Error>,
+    queue: &'static OwnedQueue,
+    image_queue: &'static OwnedQueue,
+) -> Result<Arc<Shared>> {
+    let reg = registry()?;
+    Shared::new(
+        storage,
+        reg.bio_set.clone(),
+        queue,
+        image_queue,
+        reg.chunk_limit,
+        reg.epoch,
+    )
 }
 
 /// Creates a snapshot with the difference storage given by `fd`, up to `limit_sectors`; returns
 /// its id.
 pub(crate) fn create(fd: u32, limit_sectors: u64) -> Result<Uuid> {
     let reg = registry()?;
-    let shared = Shared::new(DiffStorage::from_fd(fd, limit_sectors, reg.storage_step)?)?;
+    let shared = new_shared(DiffStorage::from_fd(fd, limit_sectors, reg.storage_step)?)?;
     let id = shared.id;
     let snapshot = Arc::pin_init(
         pin_init!(Snapshot {

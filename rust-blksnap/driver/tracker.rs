@@ -5,8 +5,6 @@
 
 use crate::{
     cbt::{Cbt, Geometry},
-    diff_area::DiffArea,
-    snapshot,
     uapi::{self, ctl, Uuid},
 };
 use core::mem::size_of;
@@ -20,10 +18,39 @@ use kernel::{
     prelude::*,
     sync::{
         atomic::{Acquire, Atomic, Release},
-        Arc, Mutex, SpinLock,
+        Arc, Mutex, SetOnce, SpinLock,
     },
     uaccess::UserSlice,
 };
+
+/// Copy-on-write of a device in a taken snapshot, as the filter sees it: handed to the device's
+/// [`Link`] by the take, so that the filter knows nothing of snapshots.
+pub(crate) trait CopyOnWrite: Send + Sync {
+    /// Copy-on-write for a write-like `bio` that the change tracker counted after the take.
+    fn cow(&self, bio: FilterBio<'_>);
+
+    /// The filter of the device is going away: the snapshot of it cannot be kept.
+    fn detached(&self);
+
+    /// Returns the error that broke the snapshot of the device, if one did.
+    fn error(&self) -> Option<Error>;
+}
+
+/// Adds the device of a link to snapshot `id` (`snapshotadd`).
+pub(crate) type AddToSnapshot = fn(id: &Uuid, link: &Arc<Link>) -> Result;
+
+/// What `snapshotadd` calls, set at initialization by the module ([`set_add_to_snapshot`]):
+/// the filter does not call up into the registry of snapshots.
+static ADD_TO_SNAPSHOT: SetOnce<AddToSnapshot> = SetOnce::new();
+
+/// Sets what `snapshotadd` calls; once, at module initialization.
+pub(crate) fn set_add_to_snapshot(add: AddToSnapshot) -> Result {
+    if ADD_TO_SNAPSHOT.populate(add) {
+        Ok(())
+    } else {
+        Err(EBUSY)
+    }
+}
 
 /// The snapshot a device belongs to.
 struct Membership {
@@ -48,7 +75,7 @@ pub(crate) struct Link {
     /// The area that copy-on-write uses once the change tracker turns it on ([`Cbt::take`]); the
     /// I/O path looks at the lock only then.
     #[pin]
-    cow: SpinLock<Option<Arc<DiffArea>>>,
+    cow: SpinLock<Option<Arc<dyn CopyOnWrite>>>,
     detached: Atomic<bool>,
     #[pin]
     member: Mutex<Membership>,
@@ -96,7 +123,7 @@ impl Link {
     /// Fails with `ENODEV` once the filter is being detached ([`Link::stop`]): whichever comes
     /// first under the lock, a take of a device whose filter goes away gets an area that is
     /// marked corrupted, never one whose writes would bypass copy-on-write unnoticed.
-    pub(crate) fn set_cow(&self, area: Arc<DiffArea>) -> Result {
+    pub(crate) fn set_cow(&self, area: Arc<dyn CopyOnWrite>) -> Result {
         let mut cow = self.cow.lock();
         if self.detached.load(Acquire) {
             return Err(ENODEV);
@@ -124,7 +151,7 @@ impl Link {
         self.cbt.end_cow();
         if let Some(area) = area {
             // A snapshot that holds the device cannot be kept without its filter.
-            area.fail(ENODEV);
+            area.detached();
         }
     }
 
@@ -317,7 +344,8 @@ impl Tracker {
 
     fn snapshotadd(&self, buf: &mut CtlBuffer<'_>) -> Result<u32> {
         let arg: uapi::SnapshotAdd = buf.read()?;
-        snapshot::add(&arg.id, &self.link)?;
+        let add = ADD_TO_SNAPSHOT.as_ref().ok_or(ENODEV)?;
+        add(&arg.id, &self.link)?;
         Ok(0)
     }
 
@@ -749,14 +777,14 @@ mod tests {
     }
 
     /// Makes a difference area of `disk`, as a take does, with a storage in memory.
-    fn area_of(disk: &BioDisk<NullDisk>) -> Result<Arc<DiffArea>> {
-        use crate::{chunk, diff_storage::DiffStorage, snapshot::Shared};
+    fn area_of(disk: &BioDisk<NullDisk>) -> Result<Arc<crate::diff_area::DiffArea>> {
+        use crate::{chunk, diff_area::DiffArea, diff_storage::DiffStorage, snapshot::new_shared};
         use kernel::{
             block::bdev::{BlockDeviceFile, OpenMode},
             fs::{file_io::KernelFile, File},
         };
         let file = KernelFile::from_file(File::new_shmem(c"blksnap-kunit", 0)?);
-        let shared = Shared::new(DiffStorage::from_file(file, 1 << 20, 1 << 20))?;
+        let shared = new_shared(DiffStorage::from_file(file, 1 << 20, 1 << 20))?;
         let origin = BlockDeviceFile::open(disk.dev(), OpenMode::Read)?;
         let params = chunk::Params::new(12, 1 << 20, 12);
         let geometry = chunk::Geometry::new(origin.bdev().nr_sectors(), 512, &params)?;
@@ -779,7 +807,7 @@ mod tests {
             .map(|tracker| tracker.inner.link.clone());
         let before = link.as_ref().map(|_| area_of(&disk));
         let set = match (&link, &before) {
-            (Some(link), Some(Ok(area))) => link.set_cow(area.clone()),
+            (Some(link), Some(Ok(area))) => link.set_cow(area.copy_on_write()?),
             _ => Err(ENOENT),
         };
         filter::detach(disk.bdev(), TestTracker::NAME)?;
@@ -791,7 +819,7 @@ mod tests {
         assert!(link.is_detached());
         // A take after the detach cannot set an area that no filter would see writes for.
         let after = area_of(&disk)?;
-        assert_eq!(link.set_cow(after.clone()), Err(ENODEV));
+        assert_eq!(link.set_cow(after.copy_on_write()?), Err(ENODEV));
         assert!(link.cow.lock().is_none());
         Ok(())
     }

@@ -35,6 +35,18 @@ write_at() {
 	dd if="${4:-/dev/urandom}" of="$1" bs=512 seek=$(($2 / 512)) count=$(($3 / 512)) \
 		oflag=direct conv=notrunc status=none
 }
+# expect_refusal ID DEV ERRTEXT REASON: adding DEV to snapshot ID fails, the
+# tool's message holds ERRTEXT (the errno's text, case ignored), and the
+# kernel log has a line naming DEV and "refused: REASON" (a regex).
+expect_refusal() {
+	local id=$1 dev=$2 errtext=$3 reason=$4 rc=0 out
+	out=$("$BIN" snapshot add --id "$id" "$dev" 2>&1) || rc=$?
+	echo "$out"
+	[ "$rc" -ne 0 ] || fail "$dev was added to a snapshot"
+	grep -qi "$errtext" <<<"$out" || fail "not '$errtext': $out"
+	grep -q "$(lsblk -dno MAJ:MIN "$dev" | tr -d ' ').*refused: $reason" <<<"$(dmesg)" ||
+		fail "no kernel log line naming $dev and the reason: $(dmesg | grep refused || true)"
+}
 # need_tool: fails unless the blksnap tool can be run.
 need_tool() {
 	command -v "$BIN" >/dev/null || [ -x "$BIN" ] || fail "blksnap binary not found ($BIN); set BLKSNAP_BIN"
