@@ -22,7 +22,7 @@
 //! [`Error::Locked`], naming the holder.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufWriter, Seek, SeekFrom, Write};
+use std::io::{Seek, SeekFrom};
 use std::os::fd::BorrowedFd;
 use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -428,6 +428,57 @@ pub fn backup<K: Blksnap>(
     })
 }
 
+/// Largest read of a snapshot image: adjacent blocks to copy are read
+/// together, up to this many bytes (at least one block).
+pub const READ_CHUNK: u64 = 1 << 20;
+/// Alignment of the read buffer, for images opened with O_DIRECT.
+const READ_ALIGN: usize = 4096;
+
+/// The reads of a backup: runs of adjacent blocks for which `to_copy` is
+/// true, each cut into pieces of at most `max` blocks, as `(first, count)`.
+pub fn reads<F: Fn(u32) -> bool>(
+    block_count: u32,
+    max: u32,
+    to_copy: F,
+) -> impl Iterator<Item = (u32, u32)> {
+    let max = max.max(1);
+    let mut next = 0u32;
+    std::iter::from_fn(move || {
+        while next < block_count && !to_copy(next) {
+            next += 1;
+        }
+        if next >= block_count {
+            return None;
+        }
+        let first = next;
+        while next < block_count && next - first < max && to_copy(next) {
+            next += 1;
+        }
+        Some((first, next - first))
+    })
+}
+
+/// The digests of the blocks of `buf` (blocks of `bs` bytes, the last may
+/// be short) into `out`, on up to `threads` threads.
+fn hash_blocks(buf: &[u8], bs: usize, out: &mut [Digest], threads: usize) {
+    let per = out.len().div_ceil(threads.max(1)).max(1);
+    if threads <= 1 || out.len() < 4 {
+        for (d, b) in out.iter_mut().zip(buf.chunks(bs)) {
+            *d = digest(b);
+        }
+        return;
+    }
+    std::thread::scope(|s| {
+        for (outs, bytes) in out.chunks_mut(per).zip(buf.chunks(per * bs)) {
+            s.spawn(move || {
+                for (d, b) in outs.iter_mut().zip(bytes.chunks(bs)) {
+                    *d = digest(b);
+                }
+            });
+        }
+    });
+}
+
 /// Fails if the snapshot of `dev` broke (the kernel queued a `corrupted` event for it).
 fn broken_while_read<D: TrackedDevice>(dev: &D, ident: &DeviceIdentity) -> Result<()> {
     let info = dev.snapshot_info()?;
@@ -510,7 +561,6 @@ fn backup_one<K: Blksnap>(
     let mut sums = SumsWriter::create(&dir.join(&sums_name))?;
     let file = File::create(&data_path)
         .map_err(|e| Error::io(format!("create {}", data_path.display()), e))?;
-    let mut out = BufWriter::with_capacity(1 << 20, file);
 
     let mut stored: Vec<[u32; 2]> = Vec::new();
     let mut bytes = 0u64;
@@ -519,33 +569,60 @@ fn backup_one<K: Blksnap>(
         .map(|b| info.block_len(b))
         .sum();
     progress.start(&ident.name, total);
-    let mut buf = vec![0u8; info.block_size as usize];
-    for b in 0..info.block_count {
-        if !to_copy(b) {
-            continue;
-        }
+    let bs = info.block_size as usize;
+    let per_read = (READ_CHUNK / bs as u64).clamp(1, u64::from(u32::MAX)) as u32;
+    // One buffer for the largest read, aligned for O_DIRECT.
+    let mut raw = vec![0u8; per_read as usize * bs + READ_ALIGN];
+    let at = raw.as_ptr().align_offset(READ_ALIGN).min(READ_ALIGN);
+    let mut digests = vec![[0u8; 32]; per_read as usize];
+    let zero = digest(&vec![0u8; bs]);
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(8);
+    let write_err = |e| Error::io(format!("write {}", data_path.display()), e);
+    for (first, n) in reads(info.block_count, per_read, &to_copy) {
         check_interrupt(req.interrupt)?;
-        let len = info.block_len(b) as usize;
-        let off = u64::from(b) * u64::from(info.block_size);
-        if let Err(e) = image.read_exact_at(&mut buf[..len], off) {
+        let last = first + n - 1;
+        let len = (n as usize - 1) * bs + info.block_len(last) as usize;
+        let off = u64::from(first) * bs as u64;
+        let buf = &mut raw[at..at + len];
+        if let Err(e) = image.read_exact_at(buf, off) {
             // A read fails once the snapshot broke: say so rather than only "I/O error".
             broken_while_read(dev, &ident)?;
             return Err(Error::io(format!("read {} at {off}", snap_info.image), e));
         }
-        out.write_all(&buf[..len])
-            .map_err(|e| Error::io(format!("write {}", data_path.display()), e))?;
-        sums.push(&digest(&buf[..len]))?;
+        let digests = &mut digests[..n as usize];
+        hash_blocks(buf, bs, digests, threads);
+        // Blocks of zeroes are left as holes in the data file (they read
+        // back as zeroes); the others are written in runs.
+        let mut i = 0usize;
+        while i < digests.len() {
+            let is_zero = |i: usize| digests[i] == zero && i * bs + bs <= len;
+            if is_zero(i) {
+                i += 1;
+                continue;
+            }
+            let j = (i..digests.len())
+                .find(|&j| is_zero(j))
+                .unwrap_or(digests.len());
+            let span = &buf[i * bs..(j * bs).min(len)];
+            file.write_all_at(span, bytes + (i * bs) as u64)
+                .map_err(write_err)?;
+            i = j;
+        }
+        for d in digests.iter() {
+            sums.push(d)?;
+        }
         match stored.last_mut() {
-            Some(r) if r[0] + r[1] == b => r[1] += 1,
-            _ => stored.push([b, 1]),
+            Some(r) if r[0] + r[1] == first => r[1] += n,
+            _ => stored.push([first, n]),
         }
         bytes += len as u64;
         progress.advance(len as u64);
     }
     progress.finish();
-    let file = out
-        .into_inner()
-        .map_err(|e| Error::io(format!("write {}", data_path.display()), e.into_error()))?;
+    file.set_len(bytes).map_err(write_err)?;
     file.sync_all()
         .map_err(|e| Error::io(format!("sync {}", data_path.display()), e))?;
     let sums_checksum = sums.finish()?;
@@ -1252,4 +1329,30 @@ pub fn list_of(repository: &Path, device: Option<&str>, host: Option<&str>) -> R
         repository: repository.to_path_buf(),
         sets,
     })
+}
+
+#[cfg(test)]
+mod read_tests {
+    use super::*;
+
+    #[test]
+    fn adjacent_blocks_are_merged_into_reads_of_at_most_max() {
+        let changed = |b: u32| matches!(b, 0..=2 | 5 | 7..=12 | 15);
+        let got: Vec<_> = reads(16, 4, changed).collect();
+        assert_eq!(got, [(0, 3), (5, 1), (7, 4), (11, 2), (15, 1)]);
+        assert_eq!(reads(16, 100, |_| true).collect::<Vec<_>>(), [(0, 16)]);
+        assert_eq!(reads(16, 0, |b| b == 3).collect::<Vec<_>>(), [(3, 1)]);
+        assert_eq!(reads(0, 4, |_| true).count(), 0);
+    }
+
+    #[test]
+    fn parallel_hashes_are_the_blocks_hashes() {
+        let buf: Vec<u8> = (0..(37 * 512 + 100)).map(|i| (i % 251) as u8).collect();
+        let mut one = vec![[0u8; 32]; 38];
+        let mut many = vec![[0u8; 32]; 38];
+        hash_blocks(&buf, 512, &mut one, 1);
+        hash_blocks(&buf, 512, &mut many, 5);
+        assert_eq!(one, many);
+        assert_eq!(many[37], digest(&buf[37 * 512..]));
+    }
 }

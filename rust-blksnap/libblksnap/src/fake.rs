@@ -63,6 +63,8 @@ pub const FAKE_MAJOR: u32 = 4095;
 #[derive(Clone, Debug)]
 pub struct FakeKernel {
     state: Arc<Mutex<State>>,
+    /// Reads of snapshot images so far.
+    image_reads: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl FakeKernel {
@@ -75,6 +77,7 @@ impl FakeKernel {
                 disks: BTreeMap::new(),
                 snapshots: BTreeMap::new(),
             })),
+            image_reads: Arc::default(),
         }
     }
 
@@ -137,6 +140,11 @@ impl FakeKernel {
                 }
             }
         }
+    }
+
+    /// Number of reads of snapshot images so far.
+    pub fn image_reads(&self) -> usize {
+        self.image_reads.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Current contents of a disk.
@@ -344,10 +352,11 @@ impl TrackedDevice for FakeDevice {
     }
 }
 
-struct FakeImage(Arc<Vec<u8>>);
+struct FakeImage(Arc<Vec<u8>>, Arc<std::sync::atomic::AtomicUsize>);
 
 impl ImageReader for FakeImage {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let start = usize::try_from(offset).map_err(|_| Errno::EINVAL)?;
         let src = self
             .0
@@ -468,7 +477,7 @@ impl Blksnap for FakeKernel {
             ));
         }
         let image = disk.image.clone().expect("taken snapshot has an image");
-        Ok(Box::new(FakeImage(image)))
+        Ok(Box::new(FakeImage(image, self.image_reads.clone())))
     }
 
     fn tracked_devices(&self) -> Result<Vec<PathBuf>> {

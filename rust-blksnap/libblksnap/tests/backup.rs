@@ -437,3 +437,62 @@ fn full_reason_explains_each_case() {
         .unwrap()
         .contains("requested"));
 }
+
+#[test]
+fn adjacent_blocks_are_read_together_and_zero_blocks_are_holes() {
+    use std::os::unix::fs::MetadataExt;
+    let bs = 4096usize;
+    let blocks = 1024usize; // 4 MiB: four reads of 1 MiB for a full backup
+    let k = FakeKernel::new(bs as u32);
+    let dev = Path::new("/dev/fz");
+    k.add_disk(dev, "fz", 9, blocks * bs);
+    for b in [0usize, 1, 2, 500, 1023] {
+        k.write(dev, b * bs, &[0xa5; 4096]);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    let storage = tempfile::tempfile().unwrap();
+    let stop = AtomicBool::new(false);
+    let req = BackupRequest {
+        devices: vec![dev.to_path_buf()],
+        repository: repo.clone(),
+        mode: Mode::Auto,
+        diff_storage: storage.as_fd(),
+        diff_storage_limit_sectors: 1 << 20,
+        interrupt: &stop,
+        host: None,
+        state: None,
+    };
+    let before = k.image_reads();
+    backup::backup(&k, &req, &NoProgress).unwrap();
+    let full_reads = k.image_reads() - before;
+    assert_eq!(
+        full_reads,
+        blocks * bs / (1 << 20),
+        "reads of the full backup"
+    );
+    // Five blocks of data: the rest of the data file is holes (the file
+    // system may allocate a little around them).
+    let data = repo.join("000001/fz.data");
+    let meta = std::fs::metadata(&data).unwrap();
+    assert_eq!(meta.len(), (blocks * bs) as u64);
+    assert!(
+        meta.blocks() * 512 <= 64 * bs as u64,
+        "{} bytes allocated for 5 blocks of data",
+        meta.blocks() * 512
+    );
+
+    // An incremental of blocks 10-13 and 20: two reads.
+    k.write(dev, 10 * bs, &[1; 4 * 4096]);
+    k.write(dev, 20 * bs + 7, b"x");
+    let before = k.image_reads();
+    let r = backup::backup(&k, &req, &NoProgress).unwrap();
+    assert_eq!(r.devices[0].blocks_copied, 5);
+    assert_eq!(k.image_reads() - before, 2, "reads of the incremental");
+
+    let out = dir.path().join("restored");
+    backup::restore(&repo, "fz", None, &out, false, &stop, &NoProgress).unwrap();
+    assert_eq!(std::fs::read(&out).unwrap(), k.contents(dev));
+    let v = backup::verify(&repo, "fz", None, None, &stop, &NoProgress).unwrap();
+    assert_eq!(v.mismatch_count, 0);
+}
