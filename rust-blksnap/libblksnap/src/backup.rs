@@ -1321,7 +1321,7 @@ pub fn list_of(repository: &Path, device: Option<&str>, host: Option<&str>) -> R
                 devices.push(entry);
             }
         }
-        if !devices.is_empty() || device.is_none() {
+        if !devices.is_empty() || (device.is_none() && host.is_none()) {
             sets.push(ListedSet { set, devices });
         }
     }
