@@ -227,7 +227,7 @@ pub enum SnapshotCommand {
     #[command(after_help = "\
 STORAGE is where the snapshot keeps overwritten data (default /var/tmp):
   a directory     an unnamed O_TMPFILE file there, freed with the snapshot
-                  (tmpfs such as /dev/shm only with --allow-tmpfs)
+                  (tmpfs such as /dev/shm works, with a warning)
   a block device  used whole (it cannot be part of the snapshot)
   a new file      created (must not exist); remove it after the snapshot
 
@@ -274,11 +274,11 @@ of a snapshot that blksnap did not make are shown when it is the only such one."
 #[derive(Args, Debug)]
 pub struct StorageArgs {
     /// Difference storage: directory (O_TMPFILE), block device, or new file.
-    /// The default is on disk; tmpfs (e.g. /dev/shm) needs --allow-tmpfs.
+    /// The default is on disk; tmpfs (e.g. /dev/shm) is taken with a warning.
     #[arg(long, value_name = "PATH", default_value = libblksnap::storage::DEFAULT_STORAGE)]
     pub storage: PathBuf,
-    /// Allow a difference storage on tmpfs or ramfs (in memory: a snapshot
-    /// left behind by a killed run holds that memory until destroyed).
+    /// No warning for a difference storage on tmpfs or ramfs (in memory: a
+    /// snapshot left behind by a killed run holds that memory until destroyed).
     #[arg(long)]
     pub allow_tmpfs: bool,
     /// Largest size of the difference storage (K, M, G, T suffixes).

@@ -39,7 +39,7 @@ pub fn memory_fs(path: &Path) -> Option<&'static str> {
 /// - a block device: opened exclusively, used whole;
 /// - a name that does not exist: a new file (`O_EXCL`).
 ///
-/// A directory or new file on tmpfs or ramfs is refused unless
+/// A directory or new file on tmpfs or ramfs is taken with a warning unless
 /// `allow_memory`.
 pub fn open_storage(path: &Path, allow_memory: bool) -> Result<File> {
     let meta = std::fs::metadata(path);
@@ -70,14 +70,16 @@ pub fn open_storage(path: &Path, allow_memory: bool) -> Result<File> {
         }
     };
     if let Some(dir) = &fs_of {
+        // Named explicitly, a storage in memory is what the user chose (the kernel supports
+        // it, and existing scripts use it): a warning, not a refusal.
         if let (Some(kind), false) = (memory_fs(dir), allow_memory) {
-            return Err(Error::Invalid(format!(
+            log::warn!(
                 "difference storage {} is on {kind}, in memory: a snapshot left behind by a \
-                 killed run would hold that memory until it is destroyed; use a directory on \
-                 a disk (the default is {DEFAULT_STORAGE}) or a block device, or allow it \
-                 with --allow-tmpfs",
+                 killed run holds that memory until it is destroyed (blksnap snapshot destroy \
+                 --stale); a directory on a disk (the default is {DEFAULT_STORAGE}) or a block \
+                 device does not (--allow-tmpfs silences this)",
                 path.display()
-            )));
+            );
         }
     }
     log::debug!("difference storage: {what} {}", path.display());
@@ -105,21 +107,13 @@ mod tests {
     }
 
     #[test]
-    fn tmpfs_is_refused_unless_allowed() {
+    fn tmpfs_is_taken_with_a_warning() {
         let shm = Path::new("/dev/shm");
         if memory_fs(shm).is_none() {
             eprintln!("skipped: /dev/shm is not tmpfs here");
             return;
         }
-        let err = open_storage(shm, false).unwrap_err().to_string();
-        assert!(
-            err.contains("tmpfs") && err.contains("--allow-tmpfs"),
-            "{err}"
-        );
-        // A new file name there is refused before it is created.
-        let name = shm.join(format!("blksnap-test-{}", std::process::id()));
-        assert!(open_storage(&name, false).is_err());
-        assert!(!name.exists());
+        open_storage(shm, false).unwrap();
         open_storage(shm, true).unwrap();
         // A disk-backed directory is taken.
         open_storage(Path::new(DEFAULT_STORAGE), false).unwrap();
