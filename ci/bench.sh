@@ -14,14 +14,17 @@
 #             and the table and the plot copied into docs/performance.md and
 #             docs/performance.svg;
 #   smoke     the suite once over small devices (one pair of each): asserts
-#             that every configuration ran and gave numbers; docs untouched.
+#             that every configuration ran and gave numbers; docs untouched;
+#   backup    vm/bench/backup-fio.sh: a full backup by the tool against fio
+#             reading the same snapshot image, and a 1 % incremental.
 #
-# usage: ci/bench.sh [cbt|snapshot|suite|smoke] [ARGS...]      default: cbt
+# usage: ci/bench.sh [cbt|snapshot|suite|smoke|backup] [ARGS...]  default: cbt
 #   ci/bench.sh cbt [REPS] [RUNTIME_SEC]            defaults: 7 pairs of 3 s runs
 #   ci/bench.sh snapshot [REPS] [SIZE_MIB]          defaults: 3 pairs, 256 MiB
 #   ci/bench.sh suite [--pristine[=BOOTS]] [REPS] [SIZE_MIB]
 #                                                   defaults: 5 pairs, 256 MiB
 #   ci/bench.sh smoke
+#   ci/bench.sh backup [REPS] [SIZE_MIB]            defaults: 3 pairs, 1024 MiB
 # --pristine (opt-in, long: it builds a second kernel): the cost for devices
 # without a filter of having blkfilter compiled in. The pristine base (the
 # "base" tag of the assembled tree) is built with the fork's x86_64 config
@@ -107,18 +110,25 @@ pristine_boots() {
 
 name=cbt
 case ${1:-} in
-cbt | snapshot | suite | smoke) name=$1 && shift ;;
+cbt | snapshot | suite | smoke | backup) name=$1 && shift ;;
 esac
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$BLKSNAP_CACHE/cargo-target}
-cargo build -q --locked --manifest-path "$REPO/rust-blksnap/Cargo.toml" --bin blksnap ||
-	die "cannot build the blksnap tool"
-export BLKSNAP_BIN=$CARGO_TARGET_DIR/debug/blksnap
+# The backup benchmark measures the tool itself: its release build.
+profile=debug
+[ "$name" != backup ] || profile=release
+cargo build -q --locked --manifest-path "$REPO/rust-blksnap/Cargo.toml" --bin blksnap \
+	$([ "$profile" = debug ] || echo --release) || die "cannot build the blksnap tool"
+export BLKSNAP_BIN=$CARGO_TARGET_DIR/$profile/blksnap
 mkdir -p "$BLKSNAP_CACHE/results"
 
 case $name in
 cbt | snapshot)
 	exec bash "$REPO/vm/run.sh" --timeout 1800 --log "$BLKSNAP_CACHE/results/bench-$name-fio.log" \
 		"$REPO/vm/bench/$name-fio.sh" "$@"
+	;;
+backup)
+	exec bash "$REPO/vm/run.sh" --timeout 1800 --memory 4G \
+		--log "$BLKSNAP_CACHE/results/bench-$name-fio.log" "$REPO/vm/bench/$name-fio.sh" "$@"
 	;;
 suite)
 	pristine=0

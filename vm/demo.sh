@@ -31,8 +31,8 @@ bs() {
 work=$(mktemp -d /tmp/demo.XXXXXX)
 mount -t tmpfs -o size=1G demo "$work"
 trap 'umount "$work"; rmdir "$work"' EXIT
-# The guest has no disk to spare: the difference storage is on the tmpfs,
-# which blksnap takes only when told (--allow-tmpfs).
+# The guest has no disk to spare: the difference storage is on the tmpfs
+# (--allow-tmpfs: without it, blksnap warns that the storage is in memory).
 mkdir "$work/diff"
 
 section "change tracking"
