@@ -161,10 +161,17 @@ impl Inner {
 
     /// Returns the first chunk of `chunks` that a write must wait for: not preserved, or read
     /// from the origin by the image.
+    ///
+    /// Called for every write after the take: the list of image reads is looked at only when it
+    /// has entries, so the common case costs one state byte per chunk.
     fn first_blocking(&self, chunks: Range<u64>) -> Option<u64> {
+        let not_preserved = |i: &u64| !self.state(*i).is_preserved();
+        if self.readers.is_empty() {
+            return chunks.into_iter().find(not_preserved);
+        }
         chunks
             .into_iter()
-            .find(|&i| !self.state(i).is_preserved() || self.has_readers(&(i..i + 1)))
+            .find(|i| not_preserved(i) || self.has_readers(&(*i..*i + 1)))
     }
 
     /// Counts chunk `index`, moved to [`State::Reading`], as in memory.

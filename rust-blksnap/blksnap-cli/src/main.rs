@@ -421,14 +421,15 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
                 Mode::Auto
             };
             let req = backup::BackupRequest {
-                devices: a.devices.iter().map(|d| device_path(d)).collect(),
-                repository: a.repo.clone(),
                 mode,
-                diff_storage: storage.as_fd(),
-                diff_storage_limit_sectors: a.storage.limit / SECTOR_SIZE,
-                interrupt: &INTERRUPTED,
-                host: None,
                 state: Some(&state_dir),
+                ..backup::BackupRequest::new(
+                    a.devices.iter().map(|d| device_path(d)).collect(),
+                    a.repo.clone(),
+                    storage.as_fd(),
+                    a.storage.limit / SECTOR_SIZE,
+                    &INTERRUPTED,
+                )
             };
             let report = backup::backup(&kernel, &req, &Bars::new(j))?;
             emit(j, json!(report), || {

@@ -19,7 +19,7 @@ use std::process::Command;
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
-use libblksnap::backup::{self, BackupRequest, Mode, NoProgress};
+use libblksnap::backup::{self, BackupRequest, NoProgress};
 use libblksnap::fake::FakeKernel;
 
 /// Runs the tool; returns its peak resident memory in KiB and its time.
@@ -85,16 +85,13 @@ fn manifest_size_and_memory_of_verify_and_restore() {
     k.add_disk(dev, "bench", 1, blocks * bs);
     let storage = tempfile::tempfile().unwrap();
     let stop = AtomicBool::new(false);
-    let req = BackupRequest {
-        devices: vec![dev.to_path_buf()],
-        repository: repo.clone(),
-        mode: Mode::Auto,
-        diff_storage: storage.as_fd(),
-        diff_storage_limit_sectors: 1 << 20,
-        interrupt: &stop,
-        host: None,
-        state: None,
-    };
+    let req = BackupRequest::new(
+        vec![dev.to_path_buf()],
+        repo.clone(),
+        storage.as_fd(),
+        1 << 20,
+        &stop,
+    );
     println!("device: {blocks} blocks of {bs} bytes");
     let t = Instant::now();
     backup::backup(&k, &req, &NoProgress).unwrap();

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
 use assert_cmd::Command;
-use libblksnap::backup::{self, BackupRequest, Mode, NoProgress};
+use libblksnap::backup::{self, BackupRequest, NoProgress};
 use libblksnap::fake::FakeKernel;
 use predicates::prelude::*;
 
@@ -181,16 +181,13 @@ fn fake_backups(dir: &Path, size: usize) -> (PathBuf, Vec<u8>) {
     let repo = dir.join("repo");
     let storage = tempfile::tempfile().unwrap();
     let stop = AtomicBool::new(false);
-    let req = BackupRequest {
-        devices: vec![dev.to_path_buf()],
-        repository: repo.clone(),
-        mode: Mode::Auto,
-        diff_storage: storage.as_fd(),
-        diff_storage_limit_sectors: 1 << 20,
-        interrupt: &stop,
-        host: None,
-        state: None,
-    };
+    let req = BackupRequest::new(
+        vec![dev.to_path_buf()],
+        repo.clone(),
+        storage.as_fd(),
+        1 << 20,
+        &stop,
+    );
     let mut seed = 1u8;
     for round in 0..3 {
         for i in 0..(size / 4096 / 5).max(1) {
@@ -377,16 +374,13 @@ fn two_sets(dir: &Path) -> PathBuf {
     let repo = dir.join("repo");
     let storage = tempfile::tempfile().unwrap();
     let stop = AtomicBool::new(false);
-    let req = BackupRequest {
-        devices: vec![dev.to_path_buf()],
-        repository: repo.clone(),
-        mode: Mode::Auto,
-        diff_storage: storage.as_fd(),
-        diff_storage_limit_sectors: 1 << 20,
-        interrupt: &stop,
-        host: None,
-        state: None,
-    };
+    let req = BackupRequest::new(
+        vec![dev.to_path_buf()],
+        repo.clone(),
+        storage.as_fd(),
+        1 << 20,
+        &stop,
+    );
     backup::backup(&k, &req, &NoProgress).unwrap();
     k.write(dev, 3 * 4096 + 10, b"newer");
     backup::backup(&k, &req, &NoProgress).unwrap();

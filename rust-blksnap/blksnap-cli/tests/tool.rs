@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
 use assert_cmd::Command;
-use libblksnap::backup::{self, BackupRequest, Mode, NoProgress};
+use libblksnap::backup::{self, BackupRequest, NoProgress};
 use libblksnap::fake::FakeKernel;
 use libblksnap::identity::HostRecord;
 
@@ -22,14 +22,14 @@ fn backups(k: &FakeKernel, repo: &Path, host: Option<HostRecord>, rounds: usize)
     let storage = tempfile::tempfile().unwrap();
     let stop = AtomicBool::new(false);
     let req = BackupRequest {
-        devices: vec![dev.to_path_buf()],
-        repository: repo.to_path_buf(),
-        mode: Mode::Auto,
-        diff_storage: storage.as_fd(),
-        diff_storage_limit_sectors: 1 << 20,
-        interrupt: &stop,
         host,
-        state: None,
+        ..BackupRequest::new(
+            vec![dev.to_path_buf()],
+            repo.to_path_buf(),
+            storage.as_fd(),
+            1 << 20,
+            &stop,
+        )
     };
     for r in 0..rounds {
         k.write(dev, r * 4096, &[r as u8 + 1; 100]);

@@ -90,6 +90,30 @@ pub struct BackupRequest<'a> {
     pub state: Option<&'a StateDir>,
 }
 
+impl<'a> BackupRequest<'a> {
+    /// A request to back up `devices` into `repository` (a full or an incremental backup, as the
+    /// repository allows), with the difference storage `diff_storage` of at most
+    /// `diff_storage_limit_sectors`, recorded as made on this machine, with no state file.
+    pub fn new(
+        devices: Vec<PathBuf>,
+        repository: PathBuf,
+        diff_storage: BorrowedFd<'a>,
+        diff_storage_limit_sectors: u64,
+        interrupt: &'a AtomicBool,
+    ) -> Self {
+        Self {
+            devices,
+            repository,
+            mode: Mode::Auto,
+            diff_storage,
+            diff_storage_limit_sectors,
+            interrupt,
+            host: None,
+            state: None,
+        }
+    }
+}
+
 /// Outcome for one device.
 #[derive(Clone, Debug, Serialize)]
 pub struct DeviceReport {

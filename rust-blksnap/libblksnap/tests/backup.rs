@@ -51,14 +51,14 @@ impl Fixture {
     }
     fn run(&self, devices: &[&str], mode: Mode) -> Result<BackupReport, Error> {
         let req = BackupRequest {
-            devices: devices.iter().map(PathBuf::from).collect(),
-            repository: self.repo(),
             mode,
-            diff_storage: self.storage.as_fd(),
-            diff_storage_limit_sectors: 1 << 20,
-            interrupt: &self.stop,
-            host: None,
-            state: None,
+            ..BackupRequest::new(
+                devices.iter().map(PathBuf::from).collect(),
+                self.repo(),
+                self.storage.as_fd(),
+                1 << 20,
+                &self.stop,
+            )
         };
         backup::backup(&self.kernel, &req, &NoProgress)
     }
@@ -453,16 +453,13 @@ fn adjacent_blocks_are_read_together_and_zero_blocks_are_holes() {
     let repo = dir.path().join("repo");
     let storage = tempfile::tempfile().unwrap();
     let stop = AtomicBool::new(false);
-    let req = BackupRequest {
-        devices: vec![dev.to_path_buf()],
-        repository: repo.clone(),
-        mode: Mode::Auto,
-        diff_storage: storage.as_fd(),
-        diff_storage_limit_sectors: 1 << 20,
-        interrupt: &stop,
-        host: None,
-        state: None,
-    };
+    let req = BackupRequest::new(
+        vec![dev.to_path_buf()],
+        repo.clone(),
+        storage.as_fd(),
+        1 << 20,
+        &stop,
+    );
     let before = k.image_reads();
     backup::backup(&k, &req, &NoProgress).unwrap();
     let full_reads = k.image_reads() - before;

@@ -9,7 +9,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Mutex;
 
 use libblksnap::api::{Blksnap, TrackedDevice};
-use libblksnap::backup::{self, BackupReport, BackupRequest, Choice, Mode, NoProgress, Progress};
+use libblksnap::backup::{self, BackupReport, BackupRequest, Choice, NoProgress, Progress};
 use libblksnap::fake::FakeKernel;
 use libblksnap::identity::HostRecord;
 use libblksnap::manifest::BackupKind;
@@ -45,14 +45,15 @@ impl Env {
         progress: &dyn Progress,
     ) -> Result<BackupReport, Error> {
         let req = BackupRequest {
-            devices: vec![PathBuf::from(dev)],
-            repository: self.repo(),
-            mode: Mode::Auto,
-            diff_storage: self.storage.as_fd(),
-            diff_storage_limit_sectors: 1 << 20,
-            interrupt: &self.stop,
             host: host.cloned(),
             state: Some(&self.state),
+            ..BackupRequest::new(
+                vec![PathBuf::from(dev)],
+                self.repo(),
+                self.storage.as_fd(),
+                1 << 20,
+                &self.stop,
+            )
         };
         backup::backup(k, &req, progress)
     }

@@ -36,14 +36,14 @@ impl Repo {
         progress: &dyn Progress,
     ) -> Result<BackupReport, Error> {
         let req = BackupRequest {
-            devices: devices.iter().map(PathBuf::from).collect(),
-            repository: self.path(),
             mode,
-            diff_storage: self.storage.as_fd(),
-            diff_storage_limit_sectors: 1 << 20,
-            interrupt: &self.stop,
-            host: None,
-            state: None,
+            ..BackupRequest::new(
+                devices.iter().map(PathBuf::from).collect(),
+                self.path(),
+                self.storage.as_fd(),
+                1 << 20,
+                &self.stop,
+            )
         };
         backup::backup(k, &req, progress)
     }
@@ -208,16 +208,13 @@ fn a_device_path_that_is_not_utf8_backs_up() {
     let k = FakeKernel::new(4096);
     k.add_disk(&path, "odd", 3, 4 * 4096);
     let repo = Repo::new();
-    let req = BackupRequest {
-        devices: vec![path.clone()],
-        repository: repo.path(),
-        mode: Mode::Auto,
-        diff_storage: repo.storage.as_fd(),
-        diff_storage_limit_sectors: 1 << 20,
-        interrupt: &repo.stop,
-        host: None,
-        state: None,
-    };
+    let req = BackupRequest::new(
+        vec![path.clone()],
+        repo.path(),
+        repo.storage.as_fd(),
+        1 << 20,
+        &repo.stop,
+    );
     backup::backup(&k, &req, &NoProgress).unwrap();
     assert_eq!(repo.restore("odd").unwrap(), k.contents(&path));
 }
