@@ -30,8 +30,10 @@ IMG=/dev/blksnap-image_$MM
 # A direct NOWAIT write fails with EAGAIN by itself when pages of its range
 # are in the device's page cache (udev's probe after a close puts some
 # there, and a held snapshot keeps the origin open, so they stay): drop them
-# first, so that an EAGAIN is copy-on-write's.
+# first (after udev's probe of the last close is done), so that an EAGAIN is
+# copy-on-write's.
 nowait() {
+	udevadm settle 2>/dev/null || true
 	blockdev --flushbufs "$DISK"
 	xfs_io -d -c "pwrite -q -N -V 1 -S 0x$2 $1 4096" "$DISK" 2>&1 || true
 }
